@@ -1,0 +1,111 @@
+"""Strict request bodies: JSON in, attrs classes out, or a 4xx that names the field.
+
+cattrs on its own turns ``"1"`` into ``1`` and ``1`` into ``True``; a lab
+script that sends the wrong type should hear about it instead, so the
+primitive hooks here refuse anything that is not already the right JSON type.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from twisted.web.iweb import IRequest
+
+from .errors import ApiError
+
+T = TypeVar("T")
+
+JSON_TYPES = (b"application/json",)
+
+
+def _strict(kind: type, *, allow: tuple[type, ...] = ()) -> Any:
+    accepted = (kind, *allow)
+    name = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[kind]
+
+    def structure(value: Any, _: type) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {name}, got a boolean")
+        if not isinstance(value, accepted):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return kind(value)
+
+    return structure
+
+
+def _describe(exc: BaseException, kind: Any) -> str:
+    """cattrs' wording for missing and unknown keys, ours (the validator's) otherwise."""
+    if isinstance(exc, (KeyError, cattrs.ForbiddenExtraKeysError)) or not str(exc):
+        return cattrs.v.format_exception(exc, kind)
+    return str(exc)
+
+
+def make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(str, _strict(str))
+    converter.register_structure_hook(int, _strict(int))
+    converter.register_structure_hook(float, _strict(float, allow=(int,)))
+    converter.register_structure_hook(bool, _strict(bool))
+    return converter
+
+
+converter = make_converter()
+
+
+def media_type(request: IRequest) -> bytes:
+    raw = request.getHeader(b"content-type") or b""
+    return raw.split(b";", 1)[0].strip().lower()
+
+
+def is_json(request: IRequest) -> bool:
+    kind = media_type(request)
+    return kind in JSON_TYPES or (kind.startswith(b"application/") and kind.endswith(b"+json"))
+
+
+def fields_hint(cls: type) -> str:
+    required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
+    optional = [f.name for f in attrs.fields(cls) if f.default is not attrs.NOTHING]
+    parts = []
+    if required:
+        parts.append("required: " + ", ".join(required))
+    if optional:
+        parts.append("optional: " + ", ".join(optional))
+    return "Send a JSON object (" + "; ".join(parts or ["no fields"]) + ")."
+
+
+def read_json(request: IRequest, remediation: str) -> Any:
+    """The request's JSON document; 415 for another media type, 400 if it does not parse."""
+    if not is_json(request):
+        raise ApiError(
+            415,
+            "Unsupported content type.",
+            cause=f"This route takes application/json, not {media_type(request).decode('latin-1') or 'no content type'}.",
+            remediation="Send the body as JSON with the header Content-Type: application/json.",
+        )
+    raw = request.content.read() if request.content is not None else b""
+    if not raw.strip():
+        raise ApiError(400, "Invalid request body.", cause="The body is empty.", remediation=remediation)
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ApiError(400, "Invalid request body.", cause=f"Malformed JSON: {e}", remediation=remediation)
+
+
+def structure(document: Any, cls: type[T]) -> T:
+    """Turn a decoded JSON document into ``cls``, or raise a 400 that names the field."""
+    remediation = fields_hint(cls)
+    if not isinstance(document, dict):
+        raise ApiError(400, "Invalid request body.", cause="The body must be a JSON object.", remediation=remediation)
+    try:
+        return converter.structure(document, cls)
+    except cattrs.BaseValidationError as e:
+        problems = "; ".join(cattrs.transform_error(e, path="body", format_exception=_describe))
+        raise ApiError(400, "Invalid request body.", cause=problems, remediation=remediation)
+    except (ValueError, TypeError) as e:
+        raise ApiError(400, "Invalid request body.", cause=str(e), remediation=remediation)
+
+
+def read_body(request: IRequest, cls: type[T]) -> T:
+    return structure(read_json(request, fields_hint(cls)), cls)

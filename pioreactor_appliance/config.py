@@ -1,0 +1,129 @@
+"""The unit's configuration: shipped defaults < the cluster's config.ini < unit_config.ini.
+
+Option names keep their case (the reference's clients send ``PWM`` sections
+and mixed-case keys), and a file that does not parse stops start-up with the
+file and line, because a half-read config makes a reactor do the wrong thing
+quietly.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Iterable
+from pathlib import Path
+
+from attrs import frozen
+
+DEFAULTS = Path(__file__).with_name("default_config.ini")
+SHARED_NAME = "config.ini"
+UNIT_NAME = "unit_config.ini"
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used, with where and why."""
+
+
+def new_parser() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=True, interpolation=None, allow_no_value=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    return parser
+
+
+def parse_text(text: str, source: str) -> configparser.ConfigParser:
+    """Parse one file's text, naming ``source`` and the line in any error."""
+    parser = new_parser()
+    try:
+        parser.read_string(text.replace("\u2013", "-").replace("\u2014", "-"), source=source)
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(f"{source}, line {e.lineno}: duplicate section [{e.section}]") from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(f"{source}, line {e.lineno}: duplicate option {e.option!r} in section [{e.section}]") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(f"{source}, line {e.lineno}: a setting before any [section] header: {e.line.strip()!r}") from None
+    except configparser.ParsingError as e:
+        lineno, line = e.errors[0]
+        raise ConfigError(f"{source}, line {lineno}: cannot parse {line.strip()!r}") from None
+    return parser
+
+
+def _read(path: Path) -> configparser.ConfigParser | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return parse_text(text, str(path))
+
+
+@frozen
+class Config:
+    """A merged, read-only view with typed getters."""
+
+    sections: dict[str, dict[str, str | None]]
+    sources: tuple[str, ...]
+
+    @classmethod
+    def merge(cls, parsers: Iterable[tuple[str, configparser.ConfigParser]]) -> Config:
+        sections: dict[str, dict[str, str | None]] = {}
+        sources = []
+        for source, parser in parsers:
+            sources.append(source)
+            for section in parser.sections():
+                sections.setdefault(section, {}).update(parser.items(section, raw=True))
+        return cls(sections, tuple(sources))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Config:
+        """Read the shipped defaults, then ``config.ini`` and ``unit_config.ini`` from ``data_dir``."""
+        layers = [(str(DEFAULTS), parse_text(DEFAULTS.read_text(encoding="utf-8"), str(DEFAULTS)))]
+        for name in (SHARED_NAME, UNIT_NAME):
+            parser = _read(data_dir / name)
+            if parser is not None:
+                layers.append((str(data_dir / name), parser))
+        return cls.merge(layers)
+
+    def section(self, section: str) -> dict[str, str | None]:
+        return dict(self.sections.get(section, {}))
+
+    def get(self, section: str, key: str, default: str | None = None) -> str | None:
+        value = self.sections.get(section, {}).get(key)
+        return default if value is None else value
+
+    def _required(self, section: str, key: str) -> str:
+        value = self.get(section, key)
+        if value is None or value == "":
+            raise ConfigError(f"[{section}] {key} is not set in {', '.join(self.sources)}")
+        return value
+
+    def get_str(self, section: str, key: str) -> str:
+        return self._required(section, key)
+
+    def get_int(self, section: str, key: str) -> int:
+        value = self._required(section, key)
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"[{section}] {key} must be an integer, not {value!r}") from None
+
+    def get_float(self, section: str, key: str) -> float:
+        value = self._required(section, key)
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"[{section}] {key} must be a number, not {value!r}") from None
+
+    def get_bool(self, section: str, key: str) -> bool:
+        value = self._required(section, key).strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ConfigError(f"[{section}] {key} must be true or false, not {value!r}")
+
+    @property
+    def leader_hostname(self) -> str:
+        return self.get_str("cluster.topology", "leader_hostname")

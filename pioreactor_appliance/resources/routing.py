@@ -1,0 +1,248 @@
+"""How a request reaches a handler and how its answer or error becomes JSON.
+
+Each resource family is a class with its own ``Klein`` app whose routes carry
+full paths (``/api/experiments/<experiment>``), so a route can be found with
+grep. :class:`Router` merges the families' URL maps into one werkzeug map, so
+a literal segment in one family (``/api/workers/assignments``) beats a
+parameter in another (``/api/workers/<unit>``) and 404 and 405 are decided
+over the whole tree, then hands the request to the family that owns the rule.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from attrs import define, field
+from klein import Klein
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, RequestRedirect, Rule
+from zope.interface import implementer
+
+from ..bodies import read_body
+from ..errors import ApiError
+
+log = Logger()
+
+
+@define
+class Reply:
+    """A handler's answer when 200 and JSON are not the whole story."""
+
+    body: Any
+    code: int = 200
+    content_type: bytes = b"application/json"
+    headers: dict[bytes, bytes] = field(factory=dict)
+
+
+def write_json(request: IRequest, body: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+def write_error(request: IRequest, error: ApiError) -> bytes:
+    return write_json(request, error.body(), error.status)
+
+
+def _render(request: IRequest, result: Any) -> bytes:
+    if not isinstance(result, Reply):
+        return write_json(request, result)
+    for name, value in result.headers.items():
+        request.setHeader(name, value)
+    if result.content_type == b"application/json":
+        return write_json(request, result.body, result.code)
+    request.setResponseCode(result.code)
+    request.setHeader(b"content-type", result.content_type)
+    return result.body if isinstance(result.body, bytes) else str(result.body).encode("utf-8")
+
+
+def _on_failure(request: IRequest, failure: Failure) -> bytes | None:
+    if failure.check(ApiError):
+        return write_error(request, failure.value)
+    if failure.check(CancelledError):
+        return None  # the client went away; nobody is left to answer
+    log.failure("Unhandled error in {method} {path}", failure, method=request.method, path=request.path)
+    return write_error(
+        request,
+        ApiError(
+            500,
+            "Internal error.",
+            cause="The unit hit an unexpected error; the details are in its log.",
+            remediation="Retry; if it persists, report it with the unit's log.",
+        ),
+    )
+
+
+@define(frozen=True)
+class RouteInfo:
+    """What a route declares about itself (read by the route table and the API document)."""
+
+    path: str
+    methods: tuple[str, ...]
+    body: type | None
+    summary: str
+
+
+def route(
+    app: Klein, path: str, methods: Sequence[str], *, body: type | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a JSON route: decode ``body`` strictly, render the result or the error as JSON."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(f)
+        def handler(self: Any, request: IRequest, **kwargs: Any) -> Any:
+            def call() -> Any:
+                if body is not None:
+                    kwargs["body"] = read_body(request, body)
+                result = f(self, request, **kwargs)
+                if inspect.iscoroutine(result):
+                    return Deferred.fromCoroutine(result)
+                return result
+
+            try:
+                result = call()
+            except Exception:
+                return _on_failure(request, Failure())
+            if isinstance(result, Deferred):
+                return result.addCallbacks(
+                    lambda r: _render(request, r), lambda fail: _on_failure(request, fail)
+                )
+            return _render(request, result)
+
+        handler.route_info = RouteInfo(path, tuple(methods), body, (f.__doc__ or "").strip())  # type: ignore[attr-defined]
+        app.route(path, methods=list(methods), strict_slashes=False)(handler)
+        return handler
+
+    return decorate
+
+
+@implementer(IResource)
+class Router:
+    """The site's root: dispatches every path to the resource family that owns it.
+
+    ``fallbacks`` maps a path prefix to the error for unknown paths under it,
+    so that ``/api/...`` on a worker can say where to go instead.
+    """
+
+    isLeaf = True
+
+    def __init__(self, families: Iterable[Any], fallbacks: dict[str, ApiError] | None = None) -> None:
+        self._families = list(families)
+        self._resources = [family.app.resource() for family in self._families]
+        self._fallbacks = fallbacks or {}
+        rules = []
+        for index, family in enumerate(self._families):
+            for rule in family.app.url_map.iter_rules():
+                rules.append(Rule(rule.rule, methods=rule.methods, endpoint=(index, rule.endpoint), strict_slashes=False))
+        self.url_map = Map(rules)
+
+    def routes(self) -> list[RouteInfo]:
+        """Every route of every family, for the route table and its tests."""
+        infos = []
+        for family in self._families:
+            for name in dir(type(family)):
+                info = getattr(getattr(type(family), name), "route_info", None)
+                if info is not None:
+                    infos.append(info)
+        return sorted(infos, key=lambda i: (i.path, i.methods))
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        return self
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        raise NotImplementedError("the router's children are its resource families")
+
+    def render(self, request: IRequest) -> Any:
+        path = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
+        adapter = self.url_map.bind("localhost", path_info=path, default_method=request.method.decode("ascii", "replace"))
+        try:
+            (index, _), _ = adapter.match()
+        except RequestRedirect:
+            return self._not_found(request, path)
+        except MethodNotAllowed as e:
+            allowed = sorted(e.valid_methods or [])
+            request.setHeader(b"allow", ", ".join(allowed).encode("ascii"))
+            return write_error(
+                request,
+                ApiError(
+                    405,
+                    "Method not allowed.",
+                    cause=f"{request.method.decode('ascii', 'replace')} is not served on {path}.",
+                    remediation="Use one of: " + ", ".join(allowed) + ".",
+                ),
+            )
+        except NotFound:
+            return self._not_found(request, path)
+        return self._resources[index].render(request)
+
+    def _not_found(self, request: IRequest, path: str) -> bytes:
+        for prefix, error in self._fallbacks.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                return write_error(request, error)
+        return write_error(
+            request,
+            ApiError(404, "Not found.", cause=f"No route matches {path}.", remediation="Check the path against the API document."),
+        )
+
+
+class BoundedRequest(server.Request):
+    """A request that stops buffering its body past the site's limit and answers 413."""
+
+    def gotLength(self, length: int | None) -> None:
+        self._body_limit: int = self.channel.site.max_body_bytes
+        self._body_seen = 0
+        self._too_large = length is not None and length > self._body_limit
+        server.Request.gotLength(self, 0 if self._too_large else length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._body_seen += len(data)
+        if self._body_seen > self._body_limit:
+            self._too_large = True
+        if not self._too_large:
+            server.Request.handleContentChunk(self, data)
+
+    def process(self) -> None:
+        if getattr(self, "_too_large", False):
+            self.site = self.channel.site
+            body = write_error(
+                self,
+                ApiError(
+                    413,
+                    "Request body too large.",
+                    cause=f"The body is larger than this unit's limit of {self._body_limit} bytes.",
+                    remediation="Send a smaller body, or raise [appliance] max_body_bytes in the config.",
+                ),
+            )
+            self.setHeader(b"connection", b"close")
+            self.write(body)
+            self.finish()
+            return
+        server.Request.process(self)
+
+
+class ApplianceSite(server.Site):
+    requestFactory = BoundedRequest
+    displayTracebacks = False
+
+    def __init__(self, root: IResource, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(root, **kwargs)
+        self.max_body_bytes = max_body_bytes
+
+
+def make_site(root: IResource, max_body_bytes: int) -> ApplianceSite:
+    site = ApplianceSite(root, max_body_bytes)
+    site.noisy = False
+    return site
+
+
+

@@ -1,0 +1,23 @@
+"""``/unit_api/task_results/<task_id>``: 202 while a task is pending or running, 200 once it is done."""
+
+from __future__ import annotations
+
+from klein import Klein
+from twisted.web.iweb import IRequest
+
+from ..tasks import TaskRegistry
+from .routing import Reply, route
+
+
+class TaskResultsApi:
+    app = Klein()
+
+    def __init__(self, tasks: TaskRegistry) -> None:
+        self._tasks = tasks
+
+    @route(app, "/unit_api/task_results/<task_id>", ["GET"])
+    def task_result(self, request: IRequest, task_id: str) -> Reply:
+        """Poll a task; failed tasks answer 200 with the error, as the unit seed shows."""
+        task = self._tasks.get(task_id)
+        request.setHeader(b"cache-control", b"no-store")
+        return Reply(task.body(), code=200 if task.finished else 202)
