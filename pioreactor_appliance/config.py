@@ -8,6 +8,7 @@ quietly.
 
 from __future__ import annotations
 
+import ast
 import configparser
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,8 +45,8 @@ def parse_text(text: str, source: str) -> configparser.ConfigParser:
     except configparser.MissingSectionHeaderError as e:
         raise ConfigError(f"{source}, line {e.lineno}: a setting before any [section] header: {e.line.strip()!r}") from None
     except configparser.ParsingError as e:
-        lineno, line = e.errors[0]
-        raise ConfigError(f"{source}, line {lineno}: cannot parse {line.strip()!r}") from None
+        lineno, line = e.errors[0]  # configparser keeps repr() of the line
+        raise ConfigError(f"{source}, line {lineno}: cannot parse {ast.literal_eval(line).strip()!r}") from None
     return parser
 
 

@@ -1,0 +1,201 @@
+"""The leader's client for the units' ``/unit_api``: concurrent, bounded, never failing as a whole.
+
+Every unit's outcome becomes its own envelope, ``{ok, unit, value}`` or
+``{ok: false, unit, error: {kind, message, ...}, status_code, retryable}``,
+so one slow or dead Pi shows up as one failed entry and never as a failed
+request or a request held past that unit's own timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import treq
+from attrs import define, frozen
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
+
+from .config import Config
+
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+class ResponseTooLarge(Exception):
+    pass
+
+
+@frozen
+class UnitAddresses:
+    """Where each unit's ``/unit_api`` lives: ``[cluster.addresses]``, else ``<unit>.local``, on ``[ui] port``."""
+
+    addresses: dict[str, str]
+    default_port: int
+
+    @classmethod
+    def from_config(cls, config: Config) -> UnitAddresses:
+        entries = {unit: value for unit, value in config.section("cluster.addresses").items() if value}
+        return cls(entries, config.get_int("ui", "port"))
+
+    def base_url(self, unit: str) -> str:
+        host = self.addresses.get(unit) or f"{unit}.local"
+        has_port = host.rsplit("]", 1)[-1].count(":") == 1
+        return f"http://{host}" if has_port else f"http://{host}:{self.default_port}"
+
+
+@define
+class UnitFailure(Exception):
+    kind: str
+    message: str
+    status_code: int | None = None
+    retryable: bool = False
+    cause: str | None = None
+    remediation: str | None = None
+
+    def envelope(self, unit: str) -> dict[str, Any]:
+        error: dict[str, Any] = {"kind": self.kind, "message": self.message}
+        if self.cause:
+            error["cause"] = self.cause
+        if self.remediation:
+            error["remediation"] = self.remediation
+        return {"ok": False, "unit": unit, "error": error, "status_code": self.status_code, "retryable": self.retryable}
+
+
+def _unwrap(value: Any) -> Any:
+    """The reference drops ``"status": "success"`` from values; clients expect ``{}`` when that is all."""
+    if isinstance(value, dict) and value.get("status") == "success":
+        value = {k: v for k, v in value.items() if k != "status"}
+    return value
+
+
+class FanOut(Service):
+    log = Logger()
+
+    def __init__(
+        self,
+        http: HTTPClient,
+        clock: IReactorTime,
+        addresses: UnitAddresses,
+        *,
+        timeout: float,
+        post_timeout: float,
+        concurrency: int,
+        poll_interval: float,
+        pool: HTTPConnectionPool | None = None,
+    ) -> None:
+        self._http = http
+        self._clock = clock
+        self.addresses = addresses
+        self._timeout = timeout
+        self._post_timeout = post_timeout
+        self._semaphore = DeferredSemaphore(concurrency)
+        self._poll_interval = poll_interval
+        self._pool = pool
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        return self._pool.closeCachedConnections() if self._pool is not None else None
+
+    async def request(
+        self, method: str, units: Sequence[str], path: str, *, json_body: Any = None, timeout: float | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Send one request to every unit; map each unit to its envelope, sorted by unit."""
+        if timeout is None:
+            timeout = self._timeout if method in ("GET", "HEAD") else self._post_timeout
+        unique = sorted(set(units))
+        calls = [self._semaphore.run(self._bounded, method, unit, path, json_body, timeout) for unit in unique]
+        outcomes = await DeferredList(calls, consumeErrors=True)
+        envelopes: dict[str, dict[str, Any]] = {}
+        for unit, (ok, value) in zip(unique, outcomes):
+            if ok:
+                envelopes[unit] = value
+            else:
+                self.log.failure("Fan-out to {unit} failed unexpectedly", value, unit=unit)
+                envelopes[unit] = UnitFailure("invalid_response", str(value.value)).envelope(unit)
+        return envelopes
+
+    def fire_and_forget(self, method: str, units: Sequence[str], path: str, *, json_body: Any = None) -> None:
+        """Send without making anyone wait; failures are logged, since nobody else will see them."""
+
+        def report(envelopes: dict[str, dict[str, Any]]) -> None:
+            for unit, envelope in envelopes.items():
+                if not envelope["ok"]:
+                    self.log.warn("{method} {path} on {unit} failed: {error}", method=method, path=path, unit=unit, error=envelope["error"])
+
+        Deferred.fromCoroutine(self.request(method, units, path, json_body=json_body)).addCallback(report)
+
+    def _bounded(self, method: str, unit: str, path: str, json_body: Any, timeout: float) -> Deferred[dict[str, Any]]:
+        d = Deferred.fromCoroutine(self._one(method, unit, path, json_body))
+        d.addTimeout(timeout, self._clock)
+        return d.addErrback(self._as_envelope, unit, timeout)
+
+    def _as_envelope(self, failure: Any, unit: str, timeout: float) -> dict[str, Any]:
+        if failure.check(UnitFailure):
+            return failure.value.envelope(unit)
+        if failure.check(TimeoutError, CancelledError):
+            return UnitFailure("task_timeout", f"{unit} did not answer within {timeout:g} s.", retryable=True).envelope(unit)
+        if failure.check(ResponseTooLarge):
+            return UnitFailure("invalid_response", f"{unit}'s answer is larger than {MAX_RESPONSE_BYTES} bytes.").envelope(unit)
+        return UnitFailure(
+            "connection_error", f"Could not reach {unit}'s /unit_api: {failure.getErrorMessage() or failure.type.__name__}.", retryable=True
+        ).envelope(unit)
+
+    async def _one(self, method: str, unit: str, path: str, json_body: Any) -> dict[str, Any]:
+        base = self.addresses.base_url(unit)
+        kwargs: dict[str, Any] = {} if json_body is None else {"json": json_body}
+        response = await self._http.request(method, base + path, **kwargs)
+        code, body = response.code, await _read_json(response)
+        if code == 202 and isinstance(body, dict) and "result_url_path" in body and "task_id" in body:
+            return await self._poll(unit, base + body["result_url_path"])
+        if not 200 <= code < 300:
+            raise _http_failure(code, body)
+        return {"ok": True, "unit": unit, "value": _unwrap(body)}
+
+    async def _poll(self, unit: str, url: str) -> dict[str, Any]:
+        """Follow a unit's task until it ends; the caller's timeout bounds the wait."""
+        while True:
+            response = await self._http.get(url)
+            code, body = response.code, await _read_json(response)
+            if not isinstance(body, dict):
+                raise UnitFailure("invalid_response", f"{unit} answered a task poll with {body!r}.", code)
+            status = body.get("status")
+            if code == 200 and status == "succeeded":
+                return {"ok": True, "unit": unit, "value": _unwrap(body.get("result"))}
+            if code == 200 and status == "failed":
+                raise UnitFailure(
+                    "task_failed", str(body.get("error") or "The unit's task failed."), None, False, body.get("cause"), body.get("remediation")
+                )
+            if code != 202:
+                raise _http_failure(code, body)
+            await deferLater(self._clock, self._poll_interval)
+
+
+def _http_failure(code: int, body: Any) -> UnitFailure:
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return UnitFailure("http_error", body["error"], code, code >= 500, body.get("cause"), body.get("remediation"))
+    return UnitFailure("http_error", f"HTTP {code}", code, code >= 500)
+
+
+async def _read_json(response: Any) -> Any:
+    chunks: list[bytes] = []
+    size = 0
+
+    def collect(data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+        if size > MAX_RESPONSE_BYTES:
+            raise ResponseTooLarge()
+        chunks.append(data)
+
+    await treq.collect(response, collect)
+    raw = b"".join(chunks)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise UnitFailure("decode_error", f"The unit answered HTTP {response.code} with a body that is not JSON.", response.code) from None

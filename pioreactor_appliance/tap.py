@@ -1,0 +1,175 @@
+"""``twistd pioreactor``: the options, and the tree of services one Pi runs.
+
+Services start in the order they are added and stop in reverse, so the HTTP
+port closes first, then tasks are cancelled, then the unit says goodbye on
+MQTT and disconnects, and the database closes last.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+from treq.client import HTTPClient
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from .config import Config, ConfigError
+from .errors import ApiError
+from .fanout import FanOut, UnitAddresses
+from .mqtt import MqttClient, Will, parse_hostport
+from .presence import Presence, state_topic
+from .resources.catalog import CatalogApi
+from .resources.experiments import ExperimentsApi
+from .resources.routing import Router, make_site
+from .resources.task_results import TaskResultsApi
+from .resources.unit_info import UnitInfoApi
+from .resources.units import UnitsApi
+from .resources.workers import WorkersApi
+from .store.database import Database
+from .tasks import TaskRegistry
+
+ROLES = ("leader", "worker")
+DATABASE_NAME = "storage/pioreactor.sqlite"
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["role", None, None, "leader or worker (default: leader when --unit is [cluster.topology] leader_hostname)"],
+        ["unit", None, socket.gethostname(), "this unit's name"],
+        ["data-dir", None, "~/.pioreactor", "config, database and calibrations"],
+        ["listen", None, "tcp:80", "Twisted endpoint string for HTTP"],
+        ["mqtt", None, None, "broker HOST:PORT (default: [mqtt] broker_address and broker_port)"],
+        ["pigpio", None, "127.0.0.1:8888", "pigpiod HOST:PORT"],
+    ]
+
+    def postOptions(self) -> None:
+        self["data-dir"] = Path(self["data-dir"]).expanduser()
+        try:
+            self["config"] = Config.load(self["data-dir"])
+        except ConfigError as e:
+            raise usage.UsageError(f"bad config: {e}") from None
+        if self["role"] is None:
+            self["role"] = "leader" if self["unit"] == self["config"].leader_hostname else "worker"
+        if self["role"] not in ROLES:
+            raise usage.UsageError(f"--role must be leader or worker, not {self['role']!r}")
+        try:
+            if self["mqtt"] is None:
+                config = self["config"]
+                self["mqtt"] = f"{config.get_str('mqtt', 'broker_address')}:{config.get_int('mqtt', 'broker_port')}"
+            self["mqtt"] = parse_hostport(self["mqtt"], 1883)
+            self["pigpio"] = parse_hostport(self["pigpio"], 8888)
+        except (ValueError, ConfigError) as e:
+            raise usage.UsageError(str(e)) from None
+
+
+@frozen
+class Settings:
+    """What ``makeService`` needs, taken from the options and the config."""
+
+    role: str
+    unit: str
+    data_dir: Path
+    listen: str
+    mqtt: tuple[str, int]
+    pigpio: tuple[str, int]
+    config: Config
+
+    @classmethod
+    def from_options(cls, options: usage.Options) -> Settings:
+        return cls(options["role"], options["unit"], options["data-dir"], options["listen"], options["mqtt"], options["pigpio"], options["config"])
+
+
+def make_fanout(reactor: Any, config: Config) -> FanOut:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=config.get_float("appliance", "fanout_timeout_seconds")))
+    return FanOut(
+        http,
+        reactor,
+        UnitAddresses.from_config(config),
+        timeout=config.get_float("appliance", "fanout_timeout_seconds"),
+        post_timeout=config.get_float("appliance", "fanout_post_timeout_seconds"),
+        concurrency=config.get_int("appliance", "fanout_concurrency"),
+        poll_interval=config.get_float("appliance", "fanout_poll_interval_seconds"),
+        pool=pool,
+    )
+
+
+def build_service(settings: Settings, reactor: Any) -> MultiService:
+    config = settings.config
+    top = MultiService()
+    leader = settings.role == "leader"
+
+    db = None
+    if leader:
+        db = Database(settings.data_dir / DATABASE_NAME, reactor)
+        db.setName("database")
+        db.setServiceParent(top)
+
+    host, port = settings.mqtt
+    username = config.get("mqtt", "username") or None
+    mqtt = MqttClient(
+        reactor,
+        host,
+        port,
+        f"appliance-{settings.unit}",
+        will=Will(state_topic(settings.unit), b"lost"),
+        username=username,
+        password=config.get("mqtt", "password") if username else None,
+        keepalive=config.get_int("mqtt", "keepalive_seconds"),
+        clean_session=not leader,
+    )
+    mqtt.setName("mqtt")
+    mqtt.setServiceParent(top)
+    presence = Presence(mqtt, settings.unit, reactor)
+    presence.setName("presence")
+    presence.setServiceParent(top)
+
+    tasks = TaskRegistry(
+        reactor,
+        settings.unit,
+        config.get_int("appliance", "task_results_max_count"),
+        config.get_float("appliance", "task_results_max_age_seconds"),
+    )
+    tasks.setName("tasks")
+    tasks.setServiceParent(top)
+
+    families: list[Any] = [UnitInfoApi(settings.unit, reactor), TaskResultsApi(tasks)]
+    fallbacks: dict[str, ApiError] = {}
+    if leader:
+        assert db is not None
+        fanout = make_fanout(reactor, config)
+        fanout.setName("fanout")
+        fanout.setServiceParent(top)
+        families += [
+            ExperimentsApi(db, reactor, tasks, fanout, settings.unit),
+            WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit),
+            CatalogApi(db),
+            UnitsApi(db, tasks, fanout, settings.unit),
+        ]
+    else:
+        fallbacks["/api"] = ApiError(
+            404,
+            "Not found: /api is served by the leader only.",
+            cause=f"{settings.unit} is a worker; its own API is /unit_api.",
+            remediation=f"Use /unit_api on this unit, or send /api requests to the leader ({config.leader_hostname}).",
+        )
+
+    site = make_site(Router(families, fallbacks), config.get_int("appliance", "max_body_bytes"))
+    http = StreamServerEndpointService(serverFromString(reactor, settings.listen), site)
+    http._raiseSynchronously = True
+    http.setName("http")
+    http.setServiceParent(top)
+    return top
+
+
+def makeService(options: usage.Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor
+    return build_service(Settings.from_options(options), reactor)

@@ -1,0 +1,163 @@
+"""The fan-out against fake units served in memory, with time on a Clock."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from pioreactor_appliance.fanout import FanOut, UnitAddresses
+
+
+class FakeUnits:
+    """Every fake unit behind one host; the unit's behaviour is picked by its port."""
+
+    app = Klein()
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    @app.route("/unit_api/versions/app", methods=["GET"])
+    def version(self, request: Any) -> Any:
+        port = request.getHost().port
+        request.setHeader(b"content-type", b"application/json")
+        if port == 1:
+            return json.dumps({"version": "1.0"})
+        if port == 2:
+            request.setResponseCode(400)
+            return json.dumps({"error": "Bad thing", "cause": "because", "remediation": "fix it"})
+        if port == 3:
+            request.setResponseCode(503)
+            return b"<html>down</html>"
+        if port == 4:
+            return b"not json"
+        if port == 6:
+            request.setResponseCode(202)
+            return json.dumps({"task_id": "t1", "result_url_path": "/unit_api/task_results/t1", "status": "pending"})
+        if port == 7:
+            request.setResponseCode(202)
+            return json.dumps({"task_id": "t2", "result_url_path": "/unit_api/task_results/t2", "status": "pending"})
+        return json.dumps({"status": "success"})
+
+    @app.route("/unit_api/task_results/<task_id>", methods=["GET"])
+    def task(self, request: Any, task_id: str) -> Any:
+        self.polls += 1
+        request.setHeader(b"content-type", b"application/json")
+        if self.polls < 3:
+            request.setResponseCode(202)
+            return json.dumps({"task_id": task_id, "status": "running"})
+        if task_id == "t1":
+            return json.dumps({"task_id": task_id, "status": "succeeded", "result": {"done": True}})
+        return json.dumps({"task_id": task_id, "status": "failed", "error": "pump jammed", "cause": "motor", "remediation": "check pump"})
+
+
+class HangingClient:
+    """StubTreq for every unit but the one on port 5, which accepts the request and never answers."""
+
+    def __init__(self, stub: StubTreq) -> None:
+        self._stub = stub
+        self.hanging: list[Deferred[Any]] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        if ":5/" in url:
+            self.hanging.append(Deferred())
+            return self.hanging[-1]
+        return self._stub.request(method, url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
+        return self.request("GET", url, **kwargs)
+
+
+class FanOutTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.units = FakeUnits()
+        self.stub = StubTreq(self.units.app.resource())
+        self.client = HangingClient(self.stub)
+        ports = {"ok": 1, "bad": 2, "down": 3, "garbled": 4, "hangs": 5, "task": 6, "failing": 7, "plain": 8}
+        addresses = UnitAddresses({unit: f"unit.test:{port}" for unit, port in ports.items()}, 80)
+        self.fanout = FanOut(self.client, self.clock, addresses, timeout=2.0, post_timeout=30.0, concurrency=3, poll_interval=0.25)
+
+    def run_request(self, units: list[str], advance: float = 0.0) -> dict[str, Any]:
+        d = Deferred.fromCoroutine(self.fanout.request("GET", units, "/unit_api/versions/app"))
+        for _ in range(int(advance / 0.25) + 1):
+            self.stub.flush()
+            self.clock.advance(0.25)
+        self.stub.flush()
+        return self.successResultOf(d)
+
+    def test_success_value(self) -> None:
+        self.assertEqual(self.run_request(["ok"]), {"ok": {"ok": True, "unit": "ok", "value": {"version": "1.0"}}})
+
+    def test_status_success_is_unwrapped(self) -> None:
+        self.assertEqual(self.run_request(["plain"])["plain"], {"ok": True, "unit": "plain", "value": {}})
+
+    def test_unit_error_body_is_copied(self) -> None:
+        envelope = self.run_request(["bad"])["bad"]
+        self.assertEqual(
+            envelope,
+            {
+                "ok": False,
+                "unit": "bad",
+                "error": {"kind": "http_error", "message": "Bad thing", "cause": "because", "remediation": "fix it"},
+                "status_code": 400,
+                "retryable": False,
+            },
+        )
+
+    def test_non_json_5xx_is_decode_error(self) -> None:
+        envelope = self.run_request(["down"])["down"]
+        self.assertEqual((envelope["ok"], envelope["error"]["kind"], envelope["status_code"]), (False, "decode_error", 503))
+
+    def test_non_json_2xx_is_decode_error(self) -> None:
+        self.assertEqual(self.run_request(["garbled"])["garbled"]["error"]["kind"], "decode_error")
+
+    def test_task_is_polled_until_it_succeeds(self) -> None:
+        envelope = self.run_request(["task"], advance=1.0)["task"]
+        self.assertEqual(envelope, {"ok": True, "unit": "task", "value": {"done": True}})
+        self.assertEqual(self.units.polls, 3)
+
+    def test_failed_task_is_task_failed(self) -> None:
+        envelope = self.run_request(["failing"], advance=1.0)["failing"]
+        self.assertEqual(envelope["error"], {"kind": "task_failed", "message": "pump jammed", "cause": "motor", "remediation": "check pump"})
+
+    def test_hanging_unit_times_out_alone(self) -> None:
+        d = Deferred.fromCoroutine(self.fanout.request("GET", ["hangs", "ok", "bad"], "/unit_api/versions/app"))
+        self.stub.flush()
+        self.assertNoResult(d)
+        self.clock.advance(1.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.2)
+        result = self.successResultOf(d)
+        self.assertEqual(list(result), ["bad", "hangs", "ok"])
+        self.assertEqual(result["hangs"]["error"]["kind"], "task_timeout")
+        self.assertTrue(result["hangs"]["retryable"])
+        self.assertTrue(result["ok"]["ok"])
+
+    def test_concurrency_is_bounded(self) -> None:
+        units = [f"hangs{i}" for i in range(5)]
+        self.fanout.addresses.addresses.update({unit: f"unit.test:5" for unit in units})
+        d = Deferred.fromCoroutine(self.fanout.request("GET", units, "/unit_api/versions/app"))
+        self.assertEqual(len(self.client.hanging), 3)
+        self.clock.advance(2.0)  # the first three time out, the last two start
+        self.assertEqual(len(self.client.hanging), 5)
+        self.assertNoResult(d)
+        self.clock.advance(2.0)
+        self.assertEqual({e["error"]["kind"] for e in self.successResultOf(d).values()}, {"task_timeout"})
+
+    def test_duplicate_units_are_asked_once(self) -> None:
+        self.assertEqual(list(self.run_request(["ok", "ok"])), ["ok"])
+
+
+class AddressTests(SynchronousTestCase):
+    def test_configured_host_and_port(self) -> None:
+        addresses = UnitAddresses({"pio1": "10.0.0.5", "pio2": "127.0.0.1:8102", "pio3": "[::1]:9000"}, 80)
+        self.assertEqual(addresses.base_url("pio1"), "http://10.0.0.5:80")
+        self.assertEqual(addresses.base_url("pio2"), "http://127.0.0.1:8102")
+        self.assertEqual(addresses.base_url("pio3"), "http://[::1]:9000")
+        self.assertEqual(addresses.base_url("pio4"), "http://pio4.local:80")
