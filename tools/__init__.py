@@ -1,0 +1,1 @@
+"""Developer tools (local cluster, benchmark support); not part of the appliance package."""

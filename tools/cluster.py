@@ -1,0 +1,375 @@
+"""A whole Pioreactor cluster on loopback: one mosquitto and one ``twistd`` per unit.
+
+Used by ``scripts/cluster`` (interactive) and ``bench/bench.py`` (load), so
+both run the appliance the way a Pi does -- a real ``twistd pioreactor``
+process per unit talking to a real broker -- only on 127.0.0.1 with free
+ports instead of one Pi per hostname. This is a developer tool, not part of
+the appliance: it uses blocking subprocess/http.client code on purpose.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, Self
+
+LOOPBACK = "127.0.0.1"
+LEADER = "leader"
+PIGPIO = "127.0.0.1:8888"  # no simulated pigpiod yet; the appliance only needs an address
+
+
+class ClusterError(Exception):
+    """The cluster could not be started; the message says which part and shows its log."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel says are free on loopback, all distinct.
+
+    The sockets are held open until all are chosen so the same port is not
+    handed out twice; there is a small race with other programs after they
+    close, which is acceptable for a dev tool.
+    """
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind((LOOPBACK, 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def find_mosquitto() -> str:
+    """The broker binary: on PATH, or where Debian puts it (/usr/sbin is not on every PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    if os.access("/usr/sbin/mosquitto", os.X_OK):
+        return "/usr/sbin/mosquitto"
+    raise ClusterError("mosquitto not found; run scripts/bootstrap (it installs it with apt-get)")
+
+
+def find_twistd() -> list[str]:
+    """``twistd`` from the same environment as this Python, so it sees the same install."""
+    beside = Path(sys.executable).parent / "twistd"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("twistd")
+    if found:
+        return [found]
+    raise ClusterError("twistd not found next to this Python; run scripts/bootstrap")
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in tail) or "    (log is empty)"
+
+
+def request(
+    address: str, method: str, path: str, body: Any = None, timeout: float = 5.0
+) -> tuple[int, Any]:
+    """One HTTP request on a fresh connection; returns (status, decoded JSON or text)."""
+    host, _, port = address.partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        headers = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+    finally:
+        conn.close()
+    try:
+        return resp.status, json.loads(raw)
+    except ValueError:
+        return resp.status, raw.decode("utf-8", "replace")
+
+
+@dataclass
+class Unit:
+    """One appliance process and where it lives."""
+
+    name: str
+    role: str
+    port: int
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+
+@dataclass
+class LocalCluster:
+    """Start mosquitto and every unit, wait until all are healthy, stop them all.
+
+    Ports: with ``base_port`` P the leader listens on P, worker i on P+i and
+    the broker on P+workers+1; without it every port is picked free.
+    ``state_dir`` keeps each unit's data dir (config, database) and the logs;
+    it survives restarts unless ``fresh`` is set.
+    """
+
+    state_dir: Path
+    workers: int = 2
+    base_port: int | None = None
+    fresh: bool = False
+    health_timeout: float = 30.0
+    units: list[Unit] = field(default_factory=list, init=False)
+    mqtt_port: int = field(default=0, init=False)
+    _broker: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _logs: list[BinaryIO] = field(default_factory=list, init=False)
+
+    # --- names and addresses ------------------------------------------------
+
+    @property
+    def leader(self) -> Unit:
+        return self.units[0]
+
+    @property
+    def mqtt_address(self) -> str:
+        return f"{LOOPBACK}:{self.mqtt_port}"
+
+    def unit(self, name: str) -> Unit:
+        for unit in self.units:
+            if unit.name == name:
+                return unit
+        raise KeyError(name)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Bring everything up or, on any failure, tear down what did start and raise."""
+        try:
+            self._prepare()
+            self._start_broker()
+            for unit in self.units:
+                self._start_unit(unit)
+            for unit in self.units:
+                self._wait_healthy(unit)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every unit (twistd stops its services in order), then the broker."""
+        running = [u.process for u in self.units if u.process and u.process.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGTERM)
+        for proc in running:
+            _wait_or_kill(proc, timeout)
+        if self._broker and self._broker.poll() is None:
+            self._broker.send_signal(signal.SIGTERM)
+            _wait_or_kill(self._broker, timeout)
+        for f in self._logs:
+            f.close()
+        self._logs.clear()
+
+    def exited(self) -> list[Unit]:
+        """Units whose process has ended (for a supervisor loop to notice crashes)."""
+        return [u for u in self.units if u.process is not None and u.process.poll() is not None]
+
+    def register_workers(self) -> None:
+        """Add every unit, leader included, to the leader's worker inventory."""
+        for unit in self.units:
+            status, body = request(self.leader.address, "PUT", "/api/workers", {"pioreactor_unit": unit.name})
+            if status == 409 or 200 <= status < 300:  # 409: kept from an earlier run of this state dir
+                continue
+            raise ClusterError(f"PUT /api/workers {unit.name} -> {status}: {body}")
+
+    # --- steps --------------------------------------------------------------
+
+    def _prepare(self) -> None:
+        if self.fresh and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        names = [LEADER] + [f"worker{i}" for i in range(1, self.workers + 1)]
+        if self.base_port is None:
+            ports = free_ports(len(names) + 1)
+        else:
+            ports = [self.base_port + i for i in range(len(names) + 1)]
+            taken = [p for p in ports if not port_is_free(p)]
+            if taken:
+                raise ClusterError(f"ports already in use on {LOOPBACK}: {taken}")
+        *unit_ports, self.mqtt_port = ports
+        self.units = [
+            Unit(
+                name=name,
+                role="leader" if name == LEADER else "worker",
+                port=port,
+                data_dir=self.state_dir / name,
+                log_path=self.state_dir / f"{name}.log",
+            )
+            for name, port in zip(names, unit_ports, strict=True)
+        ]
+        config = self._config_text()
+        for unit in self.units:
+            unit.data_dir.mkdir(parents=True, exist_ok=True)
+            (unit.data_dir / "config.ini").write_text(config)
+            unit_config = unit.data_dir / "unit_config.ini"
+            if not unit_config.exists():
+                unit_config.write_text(f"# Settings for {unit.name} only; they override config.ini.\n")
+
+    def _config_text(self) -> str:
+        """The cluster-wide config.ini; every unit gets the same one, as on real Pis."""
+        addresses = "".join(f"{u.name}={u.address}\n" for u in self.units)
+        return (
+            "# Written by tools/cluster.py on every start; edits are overwritten.\n"
+            "[cluster.topology]\n"
+            f"leader_hostname={LEADER}\n"
+            f"leader_address={self.leader.address}\n"
+            "\n[cluster.addresses]\n"
+            f"{addresses}"
+            "\n[ui]\nport=80\n"
+            "\n[mqtt]\n"
+            f"broker_address={LOOPBACK}\n"
+            f"broker_port={self.mqtt_port}\n"
+        )
+
+    def _open_log(self, path: Path) -> BinaryIO:
+        f = path.open("ab")
+        self._logs.append(f)
+        return f
+
+    def _start_broker(self) -> None:
+        persistence = self.state_dir / "mosquitto"
+        persistence.mkdir(exist_ok=True)
+        conf = self.state_dir / "mosquitto.conf"
+        # Run as ourselves: as root, mosquitto would otherwise drop to user
+        # "mosquitto", which cannot write the persistence dir we created.
+        user = pwd.getpwuid(os.getuid()).pw_name
+        conf.write_text(
+            f"listener {self.mqtt_port} {LOOPBACK}\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {persistence}/\n"
+            f"user {user}\n"
+            "log_dest stdout\n"
+        )
+        log_path = self.state_dir / "mosquitto.log"
+        self._broker = subprocess.Popen(
+            [find_mosquitto(), "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._open_log(log_path),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C goes to us; we stop children in order
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._broker.poll() is not None:
+                raise ClusterError(f"mosquitto exited with {self._broker.returncode}:\n{log_tail(log_path)}")
+            try:
+                socket.create_connection((LOOPBACK, self.mqtt_port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise ClusterError(f"mosquitto not listening on {self.mqtt_address} after 10 s:\n{log_tail(log_path)}")
+
+    def _start_unit(self, unit: Unit) -> None:
+        cmd = [
+            *find_twistd(),
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            "pioreactor",
+            "--role", unit.role,
+            "--unit", unit.name,
+            "--data-dir", str(unit.data_dir),
+            "--listen", f"tcp:{unit.port}:interface={LOOPBACK}",
+            "--mqtt", self.mqtt_address,
+            "--pigpio", PIGPIO,
+        ]  # fmt: skip
+        log = self._open_log(unit.log_path)
+        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+        log.flush()
+        unit.process = subprocess.Popen(
+            cmd,
+            cwd=unit.data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+
+    def _wait_healthy(self, unit: Unit) -> None:
+        assert unit.process is not None
+        deadline = time.monotonic() + self.health_timeout
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            if unit.process.poll() is not None:
+                raise ClusterError(
+                    f"{unit.name} exited with status {unit.process.returncode} before it was healthy; "
+                    f"log {unit.log_path}:\n{log_tail(unit.log_path)}"
+                )
+            try:
+                status, body = request(unit.address, "GET", "/unit_api/health", timeout=1.0)
+                if status == 200:
+                    return
+                last = f"HTTP {status}: {body}"
+            except OSError as e:
+                last = str(e)
+            time.sleep(0.1)
+        raise ClusterError(
+            f"{unit.name} not healthy at {unit.url}/unit_api/health after {self.health_timeout:.0f} s "
+            f"(last: {last}); log {unit.log_path}:\n{log_tail(unit.log_path)}"
+        )
+
+
+def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def running_cluster(state_dir: Path, workers: int = 1, register: bool = True) -> Iterator[LocalCluster]:
+    """A started cluster with every unit registered as a worker; stopped on exit."""
+    with LocalCluster(state_dir, workers=workers, fresh=True) as cluster:
+        if register:
+            cluster.register_workers()
+        yield cluster
