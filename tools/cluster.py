@@ -217,7 +217,10 @@ class LocalCluster:
             status, body = request(self.leader.address, "PUT", "/api/workers", {"pioreactor_unit": unit.name})
             if status == 409 or 200 <= status < 300:  # 409: kept from an earlier run of this state dir
                 continue
-            raise ClusterError(f"PUT /api/workers {unit.name} -> {status}: {body}")
+            raise ClusterError(
+                f"PUT /api/workers {unit.name} -> {status}: {body}\n"
+                f"leader log {self.leader.log_path}:\n{log_tail(self.leader.log_path)}"
+            )
 
     # --- steps --------------------------------------------------------------
 
