@@ -144,8 +144,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def measure(address: str, endpoint: Endpoint, concurrency: int, count: int, max_seconds: float) -> Result:
-    """``count`` operations over ``concurrency`` connections, stopping early at ``max_seconds``."""
+def measure(
+    address: str, endpoint: Endpoint, concurrency: int, count: int, max_seconds: float, tag: str = ""
+) -> Result:
+    """``count`` operations over ``concurrency`` connections, stopping early at ``max_seconds``.
+
+    ``tag`` keeps the keys of different runs apart, so creates never reuse a name.
+    """
     counter = itertools.count()
     lock = threading.Lock()
     latencies: list[float] = []
@@ -165,7 +170,7 @@ def measure(address: str, endpoint: Endpoint, concurrency: int, count: int, max_
                     break
                 t0 = time.perf_counter()
                 try:
-                    run_op(client, endpoint, f"c{concurrency}-{i}")
+                    run_op(client, endpoint, f"{tag or f'c{concurrency}'}-{i}")
                 except OpError as e:
                     my_errors[str(e)] = my_errors.get(str(e), 0) + 1
                 mine.append(time.perf_counter() - t0)
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             pid = cluster.leader.process.pid
             address = cluster.leader.address
             for endpoint in endpoints:  # warm up code paths and connections, not measured
-                measure(address, endpoint, 1, 10, 5.0)
+                measure(address, endpoint, 1, 10, 5.0, tag="warmup")
             mem_before = memory_kb(pid)
             print(f"leader pid {pid}, memory before load: {mem_before}", flush=True)
             print(table([]), flush=True)
