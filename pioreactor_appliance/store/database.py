@@ -1,0 +1,140 @@
+"""The leader's SQLite database, used from one dedicated thread.
+
+SQLite calls block, so none may run on the reactor thread. Every piece of
+work goes through :meth:`Database.run`, which queues it on a single-thread
+pool: one connection, one thread, so writes are serialised without locks and
+the connection (opened with ``check_same_thread``) cannot be used anywhere else.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from ..errors import ApiError
+from .migrations import migrate
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 15_000
+
+
+def _row_as_dict(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    """Rows come back as column-keyed dicts, ready to be JSON."""
+    return {column[0]: value for column, value in zip(cursor.description, row)}
+
+
+def open_connection(path: Path) -> sqlite3.Connection:
+    """Open and configure a connection; call on the database thread only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: transactions are ours (see Database._transaction), not the module's.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    conn.row_factory = _row_as_dict
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA recursive_triggers = ON")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+class Database(Service):
+    """Owns the connection and the one thread that may use it."""
+
+    log = Logger()
+
+    def __init__(self, path: Path, reactor: Any) -> None:
+        self.path = path
+        self._reactor = reactor
+        self._pool: ThreadPool | None = None
+        self._conn: sqlite3.Connection | None = None
+        self.open_error: BaseException | None = None
+        self.opened: Deferred[None] | None = None  # fires once opening is over, failed or not
+
+    def startService(self) -> None:
+        super().startService()
+        self._pool = ThreadPool(1, 1, name="pioreactor-sqlite")
+        self._pool.start()
+        self.opened = self._submit(self._open)
+        self.opened.addErrback(self._open_failed)
+
+    def _open(self) -> None:
+        conn = open_connection(self.path)
+        try:
+            migrate(conn, str(self.path))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _open_failed(self, failure: Failure) -> None:
+        """Keep serving (every query answers 503 with the reason) rather than die without a word."""
+        self.open_error = failure.value
+        self.log.failure("The database {path} could not be opened", failure, path=str(self.path))
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        if self._pool is None:
+            raise RuntimeError("the database service is not running")
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run ``fn(conn, *args)`` on the database thread in one transaction (rolled back if it raises)."""
+        return self._submit(self._transaction, fn, args, True)
+
+    def run_without_foreign_keys(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Like :meth:`run`, for ingest of rows whose experiment may not exist (``$experiment`` logs)."""
+        return self._submit(self._transaction, fn, args, False)
+
+    def _transaction(self, fn: Callable[..., T], args: tuple[Any, ...], foreign_keys: bool) -> T:
+        conn = self._connection()
+        if not foreign_keys:
+            conn.execute("PRAGMA foreign_keys = OFF")  # only takes effect outside a transaction
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return result
+        finally:
+            if not foreign_keys:
+                conn.execute("PRAGMA foreign_keys = ON")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ApiError(
+                503,
+                "The database is unavailable.",
+                cause=f"{self.path} could not be opened: {self.open_error}" if self.open_error else "The database is not open.",
+                remediation="Check the leader's log for the reason, fix it and restart the appliance.",
+            )
+        return self._conn
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._pool is None:
+            return None
+        pool, self._pool = self._pool, None
+        closed = deferToThreadPool(self._reactor, pool, self._close)  # queued behind all earlier work
+
+        def stop_pool(result: Any) -> Any:
+            pool.stop()
+            return result
+
+        return closed.addBoth(stop_pool)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
