@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.cols import is_sequence, list_structure_factory
 from twisted.web.iweb import IRequest
 
 from .errors import ApiError
@@ -42,8 +43,21 @@ def _describe(exc: BaseException, kind: Any) -> str:
     return str(exc)
 
 
+def _strict_list(kind: Any, converter: cattrs.Converter) -> Any:
+    """A JSON array only: a string is a sequence too, and ``"ab"`` must not become ``["a", "b"]``."""
+    items = list_structure_factory(kind, converter)
+
+    def structure(value: Any, kind: Any) -> Any:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list, got {type(value).__name__}")
+        return items(value, kind)
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook_factory(is_sequence, _strict_list)
     converter.register_structure_hook(str, _strict(str))
     converter.register_structure_hook(int, _strict(int))
     converter.register_structure_hook(float, _strict(float, allow=(int,)))

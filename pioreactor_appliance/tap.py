@@ -14,7 +14,8 @@ from typing import Any
 from attrs import frozen
 from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -85,6 +86,22 @@ class Settings:
         return cls(options["role"], options["unit"], options["data-dir"], options["listen"], options["mqtt"], options["pigpio"], options["config"])
 
 
+class OrderedServices(MultiService):
+    """A MultiService that stops its children one at a time, last started first.
+
+    ``MultiService`` stops them all at once, which would let MQTT disconnect
+    while the unit's goodbye is still waiting for the broker's acknowledgement.
+    """
+
+    async def _stop_in_order(self) -> None:
+        for service in reversed(list(self)):
+            await maybeDeferred(service.stopService)
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self._stop_in_order())
+
+
 def make_fanout(reactor: Any, config: Config) -> FanOut:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
@@ -101,9 +118,9 @@ def make_fanout(reactor: Any, config: Config) -> FanOut:
     )
 
 
-def build_service(settings: Settings, reactor: Any) -> MultiService:
+def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     config = settings.config
-    top = MultiService()
+    top = OrderedServices()
     leader = settings.role == "leader"
 
     db = None
@@ -149,7 +166,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         fanout.setServiceParent(top)
         families += [
             ExperimentsApi(db, reactor, tasks, fanout, settings.unit),
-            WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit),
+            WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, addresses=config.section("cluster.addresses")),
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
         ]

@@ -44,6 +44,8 @@ class ReadBodyTests(SynchronousTestCase):
             (b'{"name":"a","count":2,"flag":1}', "body.flag"),
             (b'{"name":3,"count":2}', "body.name"),
             (b'{"name":"a","count":2,"tags":[1]}', "body.tags[0]"),
+            (b'{"name":"a","count":2,"tags":"ab"}', "expected a list, got str @ body.tags"),
+            (b'{"name":"a","count":2,"tags":{"a":1}}', "expected a list, got dict @ body.tags"),
         ]:
             e = self.error(body)
             self.assertEqual(e.status, 400)

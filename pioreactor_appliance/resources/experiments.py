@@ -36,22 +36,11 @@ def clean_tags(tags: list[str]) -> list[str]:
     return kept
 
 
-def _list_of_strings(instance: Any, attribute: Any, value: Any) -> None:
-    """Checked here because the shared converter would split a lone string into characters."""
-    if value is None and attribute.default is None:
-        return
-    if not isinstance(value, list):
-        raise ValueError(f"{attribute.name}: must be a list of strings, not {type(value).__name__}")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ValueError(f"{attribute.name}[{index}]: must be a string, not {type(item).__name__}")
-
-
 @define
 class NewExperiment:
     experiment: str = field(validator=valid_experiment_name)
     description: str | None = None
-    tags: Any = field(factory=list, validator=_list_of_strings)
+    tags: list[str] = field(factory=list)
     mediaUsed: str | None = None
     organismUsed: str | None = None
     # Sent back by clients that post an experiment object as they received it; ignored.
@@ -66,7 +55,7 @@ _UNCHANGED: Any = object()
 @define
 class ExperimentChanges:
     description: str | None = _UNCHANGED
-    tags: Any = field(default=None, validator=_list_of_strings)
+    tags: list[str] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.description is _UNCHANGED and self.tags is None:

@@ -47,9 +47,9 @@ class ExperimentRoutesTests(LeaderApiTestCase):
         await self.error("POST", "/api/experiments", 400, "extra fields found (colour)", json={"experiment": "e", "colour": "red"})
         await self.error("POST", "/api/experiments", 400, "required field missing @ body.experiment", json={})
         await self.error("POST", "/api/experiments", 400, "expected a string, got int @ body.experiment", json={"experiment": 5})
-        await self.error("POST", "/api/experiments", 400, "tags: must be a list of strings, not str", json={"experiment": "e", "tags": "a,b"})
-        await self.error("POST", "/api/experiments", 400, "tags[1]: must be a string, not int", json={"experiment": "e", "tags": ["a", 1]})
-        await self.error("POST", "/api/experiments", 400, "tags: must be a list of strings, not NoneType", json={"experiment": "e", "tags": None})
+        await self.error("POST", "/api/experiments", 400, "expected a list, got str @ body.tags", json={"experiment": "e", "tags": "a,b"})
+        await self.error("POST", "/api/experiments", 400, "expected a string, got int @ body.tags[1]", json={"experiment": "e", "tags": ["a", 1]})
+        await self.error("POST", "/api/experiments", 400, "expected a list, got NoneType @ body.tags", json={"experiment": "e", "tags": None})
         code, body = await self.call_raw("POST", "/api/experiments", b"{not json")
         self.assertEqual((code, body["error"]), (400, "Invalid request body."))
         self.assertIn("Malformed JSON", body["cause"])
@@ -103,7 +103,7 @@ class ExperimentRoutesTests(LeaderApiTestCase):
         await self.error("PATCH", "/api/experiments/exp1", 400, "Missing description or tags", json={})
         await self.error("PATCH", "/api/experiments/exp1", 400, "extra fields found (experiment)", json={"experiment": "new"})
         await self.error("PATCH", "/api/experiments/exp1", 400, "expected a string, got a boolean @ body.description", json={"description": True})
-        await self.error("PATCH", "/api/experiments/exp1", 400, "tags: must be a list of strings, not dict", json={"tags": {"a": 1}})
+        await self.error("PATCH", "/api/experiments/exp1", 400, "expected a list, got dict @ body.tags", json={"tags": {"a": 1}})
 
     async def test_delete_stops_jobs_everywhere_then_deletes_in_a_task(self) -> None:
         await self.create("exp1")
