@@ -102,10 +102,15 @@ class FanOut(Service):
         super().stopService()
         return self._pool.closeCachedConnections() if self._pool is not None else None
 
-    async def request(
-        self, method: str, units: Sequence[str], path: str, *, json_body: Any = None, timeout: float | None = None
-    ) -> dict[str, dict[str, Any]]:
+    def request(
+        self, method: str, units: Sequence[str], path: str, json: Any = None, *, timeout: float | None = None
+    ) -> Deferred[dict[str, dict[str, Any]]]:
         """Send one request to every unit; map each unit to its envelope, sorted by unit."""
+        return Deferred.fromCoroutine(self._request(method, units, path, json, timeout))
+
+    async def _request(
+        self, method: str, units: Sequence[str], path: str, json_body: Any, timeout: float | None
+    ) -> dict[str, dict[str, Any]]:
         if timeout is None:
             timeout = self._timeout if method in ("GET", "HEAD") else self._post_timeout
         unique = sorted(set(units))
@@ -119,16 +124,6 @@ class FanOut(Service):
                 self.log.failure("Fan-out to {unit} failed unexpectedly", value, unit=unit)
                 envelopes[unit] = UnitFailure("invalid_response", str(value.value)).envelope(unit)
         return envelopes
-
-    def fire_and_forget(self, method: str, units: Sequence[str], path: str, *, json_body: Any = None) -> None:
-        """Send without making anyone wait; failures are logged, since nobody else will see them."""
-
-        def report(envelopes: dict[str, dict[str, Any]]) -> None:
-            for unit, envelope in envelopes.items():
-                if not envelope["ok"]:
-                    self.log.warn("{method} {path} on {unit} failed: {error}", method=method, path=path, unit=unit, error=envelope["error"])
-
-        Deferred.fromCoroutine(self.request(method, units, path, json_body=json_body)).addCallback(report)
 
     def _bounded(self, method: str, unit: str, path: str, json_body: Any, timeout: float) -> Deferred[dict[str, Any]]:
         d = Deferred.fromCoroutine(self._one(method, unit, path, json_body))

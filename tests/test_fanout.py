@@ -44,6 +44,11 @@ class FakeUnits:
             return json.dumps({"task_id": "t2", "result_url_path": "/unit_api/task_results/t2", "status": "pending"})
         return json.dumps({"status": "success"})
 
+    @app.route("/unit_api/echo", methods=["POST"])
+    def echo(self, request: Any) -> Any:
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"got": json.loads(request.content.read()), "type": request.getHeader(b"content-type").decode()})
+
     @app.route("/unit_api/task_results/<task_id>", methods=["GET"])
     def task(self, request: Any, task_id: str) -> Any:
         self.polls += 1
@@ -84,7 +89,7 @@ class FanOutTests(SynchronousTestCase):
         self.fanout = FanOut(self.client, self.clock, addresses, timeout=2.0, post_timeout=30.0, concurrency=3, poll_interval=0.25)
 
     def run_request(self, units: list[str], advance: float = 0.0) -> dict[str, Any]:
-        d = Deferred.fromCoroutine(self.fanout.request("GET", units, "/unit_api/versions/app"))
+        d = self.fanout.request("GET", units, "/unit_api/versions/app")
         for _ in range(int(advance / 0.25) + 1):
             self.stub.flush()
             self.clock.advance(0.25)
@@ -127,7 +132,7 @@ class FanOutTests(SynchronousTestCase):
         self.assertEqual(envelope["error"], {"kind": "task_failed", "message": "pump jammed", "cause": "motor", "remediation": "check pump"})
 
     def test_hanging_unit_times_out_alone(self) -> None:
-        d = Deferred.fromCoroutine(self.fanout.request("GET", ["hangs", "ok", "bad"], "/unit_api/versions/app"))
+        d = self.fanout.request("GET", ["hangs", "ok", "bad"], "/unit_api/versions/app")
         self.stub.flush()
         self.assertNoResult(d)
         self.clock.advance(1.9)
@@ -142,13 +147,20 @@ class FanOutTests(SynchronousTestCase):
     def test_concurrency_is_bounded(self) -> None:
         units = [f"hangs{i}" for i in range(5)]
         self.fanout.addresses.addresses.update({unit: f"unit.test:5" for unit in units})
-        d = Deferred.fromCoroutine(self.fanout.request("GET", units, "/unit_api/versions/app"))
+        d = self.fanout.request("GET", units, "/unit_api/versions/app")
         self.assertEqual(len(self.client.hanging), 3)
         self.clock.advance(2.0)  # the first three time out, the last two start
         self.assertEqual(len(self.client.hanging), 5)
         self.assertNoResult(d)
         self.clock.advance(2.0)
         self.assertEqual({e["error"]["kind"] for e in self.successResultOf(d).values()}, {"task_timeout"})
+
+    def test_json_body_is_sent_as_json(self) -> None:
+        d = self.fanout.request("POST", ["ok"], "/unit_api/echo", json={"experiment": "e1"})
+        self.stub.flush()
+        value = self.successResultOf(d)["ok"]["value"]
+        self.assertEqual(value["got"], {"experiment": "e1"})
+        self.assertTrue(value["type"].startswith("application/json"))
 
     def test_duplicate_units_are_asked_once(self) -> None:
         self.assertEqual(list(self.run_request(["ok", "ok"])), ["ok"])

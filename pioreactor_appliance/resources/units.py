@@ -17,9 +17,8 @@ from ..fanout import FanOut
 from ..store.database import Database
 from ..store.workers import cluster_units
 from ..tasks import TaskRegistry
+from .names import BROADCAST
 from .routing import Reply, route
-
-BROADCAST = "$broadcast"
 
 
 class UnitsApi:
