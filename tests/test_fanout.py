@@ -85,6 +85,7 @@ class FanOutTests(SynchronousTestCase):
         self.stub = StubTreq(self.units.app.resource())
         self.client = HangingClient(self.stub)
         ports = {"ok": 1, "bad": 2, "down": 3, "garbled": 4, "hangs": 5, "task": 6, "failing": 7, "plain": 8}
+        ports.update({f"hangs{i}": 5 for i in range(5)})
         addresses = UnitAddresses({unit: f"unit.test:{port}" for unit, port in ports.items()}, 80)
         self.fanout = FanOut(self.client, self.clock, addresses, timeout=2.0, post_timeout=30.0, concurrency=3, poll_interval=0.25)
 
@@ -146,7 +147,6 @@ class FanOutTests(SynchronousTestCase):
 
     def test_concurrency_is_bounded(self) -> None:
         units = [f"hangs{i}" for i in range(5)]
-        self.fanout.addresses.addresses.update({unit: f"unit.test:5" for unit in units})
         d = self.fanout.request("GET", units, "/unit_api/versions/app")
         self.assertEqual(len(self.client.hanging), 3)
         self.clock.advance(2.0)  # the first three time out, the last two start

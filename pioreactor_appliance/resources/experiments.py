@@ -10,7 +10,7 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from ..errors import ApiError, not_found
+from ..errors import ApiError
 from ..store import experiments as store
 from ..store import labels
 from ..store.database import Database
@@ -68,14 +68,9 @@ class UnitLabel:
     label: str
 
 
-def _experiment_not_found(experiment: str) -> ApiError:
-    return not_found(f"Experiment {experiment}", "Check the name against GET /api/experiments.")
-
-
 def _label_unit(conn: sqlite3.Connection, experiment: str, unit: str, label: str, now: str) -> None:
     """Set or (for an empty label) remove a unit's label, refusing what the reference silently dropped."""
-    if not store.experiment_exists(conn, experiment):
-        raise _experiment_not_found(experiment)
+    store.require_experiment(conn, experiment)
     if not label:
         labels.remove_unit_label(conn, experiment, unit)
         return
@@ -103,7 +98,7 @@ class ExperimentsApi:
     async def _experiment(self, experiment: str) -> dict[str, Any]:
         found = await self._db.run(store.get_experiment, experiment, self._clock.seconds())
         if found is None:
-            raise _experiment_not_found(experiment)
+            raise store.experiment_not_found(experiment)
         return found
 
     @route(app, "/api/experiments", ["GET"])
@@ -163,14 +158,13 @@ class ExperimentsApi:
         tags = None if body.tags is None else clean_tags(body.tags)
         updated = await self._db.run(store.update_experiment, experiment, description, tags, iso_utc(self._clock.seconds()))
         if not updated:
-            raise _experiment_not_found(experiment)
+            raise store.experiment_not_found(experiment)
         return await self._experiment(experiment)
 
     @route(app, "/api/experiments/<experiment>", ["DELETE"])
     async def delete_experiment(self, request: IRequest, experiment: str) -> Reply:
         """Stop the experiment's jobs everywhere, then delete it and all its data in a task."""
-        if not await self._db.run(store.experiment_exists, experiment):
-            raise _experiment_not_found(experiment)
+        await self._db.run(store.require_experiment, experiment)
         units = await self._db.run(cluster_units, self._leader)
         fan_out_logged(self._fanout, "POST", units, "/unit_api/jobs/stop", {"experiment": experiment})
         task = self._tasks.submit(lambda: self._db.run(_delete, experiment))
@@ -188,8 +182,7 @@ class ExperimentsApi:
     async def unit_labels(self, request: IRequest, experiment: str) -> Any:
         """``{unit: label}`` for the experiment; ``current`` means the latest experiment."""
         experiment = await self._label_experiment(experiment)
-        if not await self._db.run(store.experiment_exists, experiment):
-            raise _experiment_not_found(experiment)
+        await self._db.run(store.require_experiment, experiment)
         cache_for(request, 10)
         return await self._db.run(labels.unit_labels, experiment)
 
@@ -203,5 +196,5 @@ class ExperimentsApi:
 
 def _delete(conn: sqlite3.Connection, experiment: str) -> dict[str, Any]:
     if not store.delete_experiment(conn, experiment):
-        raise _experiment_not_found(experiment)
+        raise store.experiment_not_found(experiment)
     return {"result": True, "experiment": experiment, "database_space": store.database_space(conn), "msg": "Deleted experiment"}

@@ -23,7 +23,7 @@ from twisted.web.iweb import IRequest
 from ..errors import ApiError, not_found
 from ..store import workers as store
 from ..store.database import Database
-from ..store.experiments import experiment_exists
+from ..store.experiments import require_experiment
 from ..tasks import TaskRegistry
 from ..timestamps import iso_utc
 from .background import FanOutClient, Publisher, fan_out_logged, publish_logged
@@ -73,10 +73,6 @@ def _worker_not_found(unit: str) -> ApiError:
     return not_found(f"Worker {unit}", "Check the name against GET /api/workers.")
 
 
-def _experiment_not_found(experiment: str) -> ApiError:
-    return not_found(f"Experiment {experiment}", "Check the name against GET /api/experiments.")
-
-
 def _require_worker(conn: sqlite3.Connection, unit: str) -> dict[str, Any]:
     worker = store.get_worker(conn, unit)
     if worker is None:
@@ -84,20 +80,15 @@ def _require_worker(conn: sqlite3.Connection, unit: str) -> dict[str, Any]:
     return worker
 
 
-def _require_experiment(conn: sqlite3.Connection, experiment: str) -> None:
-    if not experiment_exists(conn, experiment):
-        raise _experiment_not_found(experiment)
-
-
 def _assign(conn: sqlite3.Connection, experiment: str, unit: str, now: str) -> tuple[dict[str, Any], str | None]:
-    _require_experiment(conn, experiment)
+    require_experiment(conn, experiment)
     _require_worker(conn, unit)
     return store.assign(conn, unit, experiment, now)
 
 
 def _unassign(conn: sqlite3.Connection, experiment: str, unit: str) -> None:
     _require_worker(conn, unit)
-    _require_experiment(conn, experiment)
+    require_experiment(conn, experiment)
     if not store.unassign(conn, unit, experiment):
         raise ApiError(
             404, f"{unit} is not assigned to {experiment}.", remediation=f"See who is with GET /api/experiments/{experiment}/workers."
@@ -106,7 +97,7 @@ def _unassign(conn: sqlite3.Connection, experiment: str, unit: str) -> None:
 
 def _unassign_experiment(conn: sqlite3.Connection, experiment: str) -> tuple[list[str], list[str]]:
     """The units unassigned, and every worker (whose jobs in the experiment are then stopped)."""
-    _require_experiment(conn, experiment)
+    require_experiment(conn, experiment)
     return store.unassign_experiment(conn, experiment), store.worker_names(conn)
 
 
@@ -251,7 +242,7 @@ class WorkersApi:
         """Workers assigned to the experiment, inactive ones included."""
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            _require_experiment(conn, experiment)
+            require_experiment(conn, experiment)
             return store.experiment_workers(conn, experiment)
 
         cache_for(request, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from ..errors import ApiError, not_found
 from ..timestamps import parse_iso
 
 _SELECT = """
@@ -70,6 +71,16 @@ def assignment_counts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 def experiment_exists(conn: sqlite3.Connection, experiment: str) -> bool:
     return conn.execute("SELECT 1 FROM experiments WHERE experiment = ?", (experiment,)).fetchone() is not None
+
+
+def experiment_not_found(experiment: str) -> ApiError:
+    return not_found(f"Experiment {experiment}", "Check the name against GET /api/experiments.")
+
+
+def require_experiment(conn: sqlite3.Connection, experiment: str) -> None:
+    """The 404 every route that names an unknown experiment answers."""
+    if not experiment_exists(conn, experiment):
+        raise experiment_not_found(experiment)
 
 
 def _replace_tags(conn: sqlite3.Connection, experiment: str, tags: list[str], created_at: str) -> None:
