@@ -60,6 +60,10 @@ def _read(path: Path) -> configparser.ConfigParser | None:
     return parse_text(text, str(path))
 
 
+def _defaults_layer() -> tuple[str, configparser.ConfigParser]:
+    return str(DEFAULTS), parse_text(DEFAULTS.read_text(encoding="utf-8"), str(DEFAULTS))
+
+
 @frozen
 class Config:
     """A merged, read-only view with typed getters."""
@@ -78,9 +82,14 @@ class Config:
         return cls(sections, tuple(sources))
 
     @classmethod
+    def defaults(cls) -> Config:
+        """The shipped defaults alone."""
+        return cls.merge([_defaults_layer()])
+
+    @classmethod
     def load(cls, data_dir: Path) -> Config:
         """Read the shipped defaults, then ``config.ini`` and ``unit_config.ini`` from ``data_dir``."""
-        layers = [(str(DEFAULTS), parse_text(DEFAULTS.read_text(encoding="utf-8"), str(DEFAULTS)))]
+        layers = [_defaults_layer()]
         for name in (SHARED_NAME, UNIT_NAME):
             parser = _read(data_dir / name)
             if parser is not None:

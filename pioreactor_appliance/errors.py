@@ -20,6 +20,7 @@ class ApiError(Exception):
     error: str
     cause: str | None = field(default=None, kw_only=True)
     remediation: str | None = field(default=None, kw_only=True)
+    headers: dict[bytes, bytes] = field(factory=dict, kw_only=True)
 
     def __str__(self) -> str:
         return self.error

@@ -22,6 +22,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from .config import Config, ConfigError
 from .errors import ApiError
+from .limits import Limits
 from .fanout import FanOut, UnitAddresses
 from .mqtt import MqttClient, Will, parse_hostport
 from .presence import Presence, state_topic
@@ -178,7 +179,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             remediation=f"Use /unit_api on this unit, or send /api requests to the leader ({config.leader_hostname}).",
         )
 
-    site = make_site(Router(families, fallbacks), config.get_int("appliance", "max_body_bytes"))
+    site = make_site(Router(families, fallbacks), Limits.from_config(config))
     http = StreamServerEndpointService(serverFromString(reactor, settings.listen), site)
     http._raiseSynchronously = True
     http.setName("http")

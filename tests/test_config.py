@@ -18,7 +18,7 @@ class ConfigTests(SynchronousTestCase):
     def test_defaults_alone(self) -> None:
         config = Config.load(self.dir)
         self.assertEqual(config.get_int("ui", "port"), 80)
-        self.assertEqual(config.get_int("appliance", "max_body_bytes"), 1048576)
+        self.assertEqual(config.get_int("limits", "json_body_bytes"), 1048576)
 
     def test_unit_file_wins_over_shared_file_and_case_is_kept(self) -> None:
         self.write("config.ini", "[ui]\nport=8080\n[PWM]\nStir=1\n")

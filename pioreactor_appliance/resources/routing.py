@@ -14,7 +14,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from attrs import define, field
 from klein import Klein
@@ -29,7 +29,9 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from zope.interface import implementer
 
 from ..bodies import read_body
+from ..queries import read_query
 from ..errors import ApiError
+from ..limits import Limits
 
 log = Logger()
 
@@ -51,6 +53,8 @@ def write_json(request: IRequest, body: Any, code: int = 200) -> bytes:
 
 
 def write_error(request: IRequest, error: ApiError) -> bytes:
+    for name, value in error.headers.items():
+        request.setHeader(name, value)
     return write_json(request, error.body(), error.status)
 
 
@@ -85,25 +89,67 @@ def _on_failure(request: IRequest, failure: Failure) -> bytes | None:
 
 @define(frozen=True)
 class RouteInfo:
-    """What a route declares about itself (read by the route table and the API document)."""
+    """What a route declares about itself, read by the request policy and the API document.
+
+    ``query`` is an attrs class of the query parameters (see ``queries``);
+    ``returns`` describes a success body (a type, ``list[...]``, or a JSON
+    Schema dict); ``status`` is the success code. ``public`` routes answer
+    without credentials even when authentication is on; ``dangerous`` ones
+    need credentials even when it is only on for them; ``expensive`` ones are
+    rate limited per client; ``upload`` ones take the larger upload limit.
+    """
 
     path: str
     methods: tuple[str, ...]
     body: type | None
     summary: str
+    query: type | None = None
+    returns: Any = None
+    status: int = 200
+    public: bool = False
+    dangerous: bool = False
+    expensive: bool = False
+    upload: bool = False
 
 
 def route(
-    app: Klein, path: str, methods: Sequence[str], *, body: type | None = None
+    app: Klein,
+    path: str,
+    methods: Sequence[str],
+    *,
+    body: type | None = None,
+    query: type | None = None,
+    returns: Any = None,
+    status: int = 200,
+    public: bool = False,
+    dangerous: bool = False,
+    expensive: bool = False,
+    upload: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a JSON route: decode ``body`` strictly, render the result or the error as JSON."""
+    """Register a JSON route: decode ``body`` and ``query`` strictly, render the result or the error as JSON."""
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        info = RouteInfo(
+            path,
+            tuple(methods),
+            body,
+            (f.__doc__ or "").strip(),
+            query=query,
+            returns=returns,
+            status=status,
+            public=public,
+            dangerous=dangerous,
+            expensive=expensive,
+            upload=upload,
+        )
+
         @functools.wraps(f)
         def handler(self: Any, request: IRequest, **kwargs: Any) -> Any:
             def call() -> Any:
                 if body is not None:
                     kwargs["body"] = read_body(request, body)
+                if query is not None:
+                    kwargs["query"] = read_query(request, query)
                 result = f(self, request, **kwargs)
                 if inspect.iscoroutine(result):
                     return Deferred.fromCoroutine(result)
@@ -119,11 +165,26 @@ def route(
                 )
             return _render(request, result)
 
-        handler.route_info = RouteInfo(path, tuple(methods), body, (f.__doc__ or "").strip())  # type: ignore[attr-defined]
+        handler.route_info = info  # type: ignore[attr-defined]
         app.route(path, methods=list(methods), strict_slashes=False)(handler)
         return handler
 
     return decorate
+
+
+class RequestPolicy(Protocol):
+    """Who may call a route: checked after the route is found and before its handler runs."""
+
+    def admit(self, request: IRequest, info: RouteInfo) -> Deferred[None] | None:
+        """Return None to admit at once, a Deferred to admit later, or raise ApiError to refuse."""
+
+
+def _finish(request: IRequest, rendered: Any) -> None:
+    """Complete a request whose rendering was deferred behind the policy."""
+    if rendered is server.NOT_DONE_YET or rendered is None:
+        return
+    request.write(rendered)
+    request.finish()
 
 
 @implementer(IResource)
@@ -136,14 +197,24 @@ class Router:
 
     isLeaf = True
 
-    def __init__(self, families: Iterable[Any], fallbacks: dict[str, ApiError] | None = None) -> None:
+    def __init__(
+        self,
+        families: Iterable[Any],
+        fallbacks: dict[str, ApiError] | None = None,
+        policy: RequestPolicy | None = None,
+    ) -> None:
         self._families = list(families)
         self._resources = [family.app.resource() for family in self._families]
         self._fallbacks = fallbacks or {}
+        self._policy = policy
+        self._infos: dict[tuple[int, str], RouteInfo] = {}
         rules = []
         for index, family in enumerate(self._families):
             for rule in family.app.url_map.iter_rules():
                 rules.append(Rule(rule.rule, methods=rule.methods, endpoint=(index, rule.endpoint), strict_slashes=False))
+                info = getattr(getattr(type(family), rule.endpoint, None), "route_info", None)
+                if info is not None:
+                    self._infos[(index, rule.endpoint)] = info
         self.url_map = Map(rules)
 
     def routes(self) -> list[RouteInfo]:
@@ -166,7 +237,7 @@ class Router:
         path = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
         adapter = self.url_map.bind("localhost", path_info=path, default_method=request.method.decode("ascii", "replace"))
         try:
-            (index, _), _ = adapter.match()
+            (index, endpoint), _ = adapter.match()
         except RequestRedirect:
             return self._not_found(request, path)
         except MethodNotAllowed as e:
@@ -183,7 +254,19 @@ class Router:
             )
         except NotFound:
             return self._not_found(request, path)
-        return self._resources[index].render(request)
+        resource = self._resources[index]
+        info = self._infos.get((index, endpoint))
+        if self._policy is None or info is None:
+            return resource.render(request)
+        try:
+            admitted = self._policy.admit(request, info)
+        except ApiError as e:
+            return write_error(request, e)
+        if admitted is None:
+            return resource.render(request)
+        admitted.addCallback(lambda _: _finish(request, resource.render(request)))
+        admitted.addErrback(lambda fail: _finish(request, _on_failure(request, fail)))
+        return server.NOT_DONE_YET
 
     def _not_found(self, request: IRequest, path: str) -> bytes:
         for prefix, error in self._fallbacks.items():
@@ -196,10 +279,14 @@ class Router:
 
 
 class BoundedRequest(server.Request):
-    """A request that stops buffering its body past the site's limit and answers 413."""
+    """A request that stops buffering its body past the site's limit and answers 413.
+
+    The site's limit is the largest any route takes (an upload); the router
+    then holds each route to its own, smaller limit.
+    """
 
     def gotLength(self, length: int | None) -> None:
-        self._body_limit: int = self.channel.site.max_body_bytes
+        self._body_limit: int = self.channel.site.limits.transport_bytes
         self._body_seen = 0
         self._too_large = length is not None and length > self._body_limit
         server.Request.gotLength(self, 0 if self._too_large else length)
@@ -214,15 +301,7 @@ class BoundedRequest(server.Request):
     def process(self) -> None:
         if getattr(self, "_too_large", False):
             self.site = self.channel.site
-            body = write_error(
-                self,
-                ApiError(
-                    413,
-                    "Request body too large.",
-                    cause=f"The body is larger than this unit's limit of {self._body_limit} bytes.",
-                    remediation="Send a smaller body, or raise [appliance] max_body_bytes in the config.",
-                ),
-            )
+            body = write_error(self, body_too_large(self._body_limit, "upload_bytes"))
             self.setHeader(b"connection", b"close")
             self.write(body)
             self.finish()
@@ -230,19 +309,25 @@ class BoundedRequest(server.Request):
         server.Request.process(self)
 
 
+def body_too_large(limit: int, key: str) -> ApiError:
+    return ApiError(
+        413,
+        "Request body too large.",
+        cause=f"The body is larger than this route's limit of {limit} bytes.",
+        remediation=f"Send a smaller body, or raise [limits] {key} in the config.",
+    )
+
+
 class ApplianceSite(server.Site):
     requestFactory = BoundedRequest
     displayTracebacks = False
 
-    def __init__(self, root: IResource, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, root: IResource, limits: Limits, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits
 
 
-def make_site(root: IResource, max_body_bytes: int) -> ApplianceSite:
-    site = ApplianceSite(root, max_body_bytes)
+def make_site(root: IResource, limits: Limits) -> ApplianceSite:
+    site = ApplianceSite(root, limits)
     site.noisy = False
     return site
-
-
-

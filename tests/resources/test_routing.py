@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from attrs import define
 from klein import Klein
 from treq.testing import StubTreq
@@ -15,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from pioreactor_appliance.errors import ApiError
+from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.resources.routing import Reply, Router, make_site, route
 
 
@@ -121,7 +123,7 @@ class SiteOverTcpTests(TestCase):
     """The body limit needs a real connection: it acts while the body arrives."""
 
     async def test_oversized_body_is_413_and_small_one_passes(self) -> None:
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(make_site(router(), max_body_bytes=64))
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(make_site(router(), attrs.evolve(Limits.defaults(), json_body_bytes=64, upload_bytes=64)))
         self.addCleanup(port.stopListening)
         url = f"http://127.0.0.1:{port.getHost().port}/api/things"
         client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
