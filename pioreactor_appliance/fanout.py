@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
 from .config import Config
+from .security.signing import Signer
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
@@ -74,6 +75,9 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+TASK_RESULTS_PREFIX = "/unit_api/task_results/"
+
+
 class FanOut(Service):
     log = Logger()
 
@@ -88,6 +92,7 @@ class FanOut(Service):
         concurrency: int,
         poll_interval: float,
         pool: HTTPConnectionPool | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self._http = http
         self._clock = clock
@@ -97,6 +102,7 @@ class FanOut(Service):
         self._semaphore = DeferredSemaphore(concurrency)
         self._poll_interval = poll_interval
         self._pool = pool
+        self._signer = signer
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
@@ -141,21 +147,30 @@ class FanOut(Service):
             "connection_error", f"Could not reach {unit}'s /unit_api: {failure.getErrorMessage() or failure.type.__name__}.", retryable=True
         ).envelope(unit)
 
+    def _send(self, method: str, unit: str, path: str, json_body: Any = None) -> Deferred[Any]:
+        """One request to one unit, its body serialised here so that the signature covers those bytes."""
+        data = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode("utf-8")
+        headers: dict[bytes, list[bytes]] = {b"content-type": [b"application/json"]} if json_body is not None else {}
+        if self._signer is not None:
+            headers.update(self._signer.headers(method, path, data))
+        return self._http.request(method, self.addresses.base_url(unit) + path, data=data or None, headers=headers)
+
     async def _one(self, method: str, unit: str, path: str, json_body: Any) -> dict[str, Any]:
-        base = self.addresses.base_url(unit)
-        kwargs: dict[str, Any] = {} if json_body is None else {"json": json_body}
-        response = await self._http.request(method, base + path, **kwargs)
+        response = await self._send(method, unit, path, json_body)
         code, body = response.code, await _read_json(response)
         if code == 202 and isinstance(body, dict) and "result_url_path" in body and "task_id" in body:
-            return await self._poll(unit, base + body["result_url_path"])
+            path = body["result_url_path"]
+            if not isinstance(path, str) or not path.startswith(TASK_RESULTS_PREFIX):
+                raise UnitFailure("invalid_response", f"{unit} answered 202 with a result_url_path outside {TASK_RESULTS_PREFIX}.", code)
+            return await self._poll(unit, path)
         if not 200 <= code < 300:
             raise _http_failure(code, body)
         return {"ok": True, "unit": unit, "value": _unwrap(body)}
 
-    async def _poll(self, unit: str, url: str) -> dict[str, Any]:
+    async def _poll(self, unit: str, path: str) -> dict[str, Any]:
         """Follow a unit's task until it ends; the caller's timeout bounds the wait."""
         while True:
-            response = await self._http.get(url)
+            response = await self._send("GET", unit, path)
             code, body = response.code, await _read_json(response)
             if not isinstance(body, dict):
                 raise UnitFailure("invalid_response", f"{unit} answered a task poll with {body!r}.", code)

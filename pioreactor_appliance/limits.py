@@ -26,6 +26,7 @@ class Limits:
     page_size: int
     expensive_per_minute: int
     expensive_burst: int
+    auth_failures_per_minute: int
 
     @classmethod
     def from_config(cls, config: Config) -> Limits:

@@ -17,12 +17,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from .config import Config, ConfigError
 from .errors import ApiError
-from .limits import Limits
 from .fanout import FanOut, UnitAddresses
 from .mqtt import MqttClient, Will, parse_hostport
 from .presence import Presence, state_topic
@@ -33,6 +33,8 @@ from .resources.task_results import TaskResultsApi
 from .resources.unit_info import UnitInfoApi
 from .resources.units import UnitsApi
 from .resources.workers import WorkersApi
+from .security.policy import PolicyError, build_policy
+from .security.signing import Signer
 from .store.database import Database
 from .tasks import TaskRegistry
 
@@ -60,6 +62,10 @@ class Options(usage.Options):
             self["role"] = "leader" if self["unit"] == self["config"].leader_hostname else "worker"
         if self["role"] not in ROLES:
             raise usage.UsageError(f"--role must be leader or worker, not {self['role']!r}")
+        try:
+            build_policy(self["unit"], self["data-dir"], self["config"], Clock())
+        except PolicyError as e:
+            raise usage.UsageError(f"bad security settings: {e}") from None
         try:
             if self["mqtt"] is None:
                 config = self["config"]
@@ -103,7 +109,7 @@ class OrderedServices(MultiService):
         return Deferred.fromCoroutine(self._stop_in_order())
 
 
-def make_fanout(reactor: Any, config: Config) -> FanOut:
+def make_fanout(reactor: Any, config: Config, signer: Signer | None = None) -> FanOut:
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
     http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=config.get_float("appliance", "fanout_timeout_seconds")))
@@ -116,6 +122,7 @@ def make_fanout(reactor: Any, config: Config) -> FanOut:
         concurrency=config.get_int("appliance", "fanout_concurrency"),
         poll_interval=config.get_float("appliance", "fanout_poll_interval_seconds"),
         pool=pool,
+        signer=signer,
     )
 
 
@@ -158,11 +165,13 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     tasks.setName("tasks")
     tasks.setServiceParent(top)
 
+    policy = build_policy(settings.unit, settings.data_dir, config, reactor)
     families: list[Any] = [UnitInfoApi(settings.unit, reactor), TaskResultsApi(tasks)]
     fallbacks: dict[str, ApiError] = {}
     if leader:
         assert db is not None
-        fanout = make_fanout(reactor, config)
+        signer = None if policy.verifier is None else Signer(policy.verifier.secret, reactor)
+        fanout = make_fanout(reactor, config, signer)
         fanout.setName("fanout")
         fanout.setServiceParent(top)
         families += [
@@ -179,7 +188,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             remediation=f"Use /unit_api on this unit, or send /api requests to the leader ({config.leader_hostname}).",
         )
 
-    site = make_site(Router(families, fallbacks), Limits.from_config(config))
+    site = make_site(Router(families, fallbacks, policy), policy.limits)
     http = StreamServerEndpointService(serverFromString(reactor, settings.listen), site)
     http._raiseSynchronously = True
     http.setName("http")

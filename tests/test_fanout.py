@@ -12,6 +12,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from pioreactor_appliance.fanout import FanOut, UnitAddresses
+from pioreactor_appliance.security.signing import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Signer,
+    Verifier,
+    body_digest,
+)
 
 
 class FakeUnits:
@@ -21,9 +29,18 @@ class FakeUnits:
 
     def __init__(self) -> None:
         self.polls = 0
+        self.received: list[tuple[str, str, bytes, dict[bytes, bytes | None]]] = []
+
+    def _receive(self, request: Any) -> None:
+        """Keep what a unit's policy would check: method, path, body and the signature headers."""
+        headers = {name: request.getHeader(name) for name in (TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)}
+        body = request.content.read()
+        request.content.seek(0)
+        self.received.append((request.method.decode(), request.uri.decode(), body, headers))
 
     @app.route("/unit_api/versions/app", methods=["GET"])
     def version(self, request: Any) -> Any:
+        self._receive(request)
         port = request.getHost().port
         request.setHeader(b"content-type", b"application/json")
         if port == 1:
@@ -42,15 +59,20 @@ class FakeUnits:
         if port == 7:
             request.setResponseCode(202)
             return json.dumps({"task_id": "t2", "result_url_path": "/unit_api/task_results/t2", "status": "pending"})
+        if port == 9:
+            request.setResponseCode(202)
+            return json.dumps({"task_id": "t3", "result_url_path": "@evil.example/steal", "status": "pending"})
         return json.dumps({"status": "success"})
 
     @app.route("/unit_api/echo", methods=["POST"])
     def echo(self, request: Any) -> Any:
+        self._receive(request)
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"got": json.loads(request.content.read()), "type": request.getHeader(b"content-type").decode()})
 
     @app.route("/unit_api/task_results/<task_id>", methods=["GET"])
     def task(self, request: Any, task_id: str) -> Any:
+        self._receive(request)
         self.polls += 1
         request.setHeader(b"content-type", b"application/json")
         if self.polls < 3:
@@ -84,7 +106,7 @@ class FanOutTests(SynchronousTestCase):
         self.units = FakeUnits()
         self.stub = StubTreq(self.units.app.resource())
         self.client = HangingClient(self.stub)
-        ports = {"ok": 1, "bad": 2, "down": 3, "garbled": 4, "hangs": 5, "task": 6, "failing": 7, "plain": 8}
+        ports = {"ok": 1, "bad": 2, "down": 3, "garbled": 4, "hangs": 5, "task": 6, "failing": 7, "plain": 8, "astray": 9}
         ports.update({f"hangs{i}": 5 for i in range(5)})
         addresses = UnitAddresses({unit: f"unit.test:{port}" for unit, port in ports.items()}, 80)
         self.fanout = FanOut(self.client, self.clock, addresses, timeout=2.0, post_timeout=30.0, concurrency=3, poll_interval=0.25)
@@ -161,6 +183,28 @@ class FanOutTests(SynchronousTestCase):
         value = self.successResultOf(d)["ok"]["value"]
         self.assertEqual(value["got"], {"experiment": "e1"})
         self.assertTrue(value["type"].startswith("application/json"))
+
+    def test_a_task_url_outside_task_results_is_not_followed(self) -> None:
+        envelope = self.run_request(["astray"])["astray"]
+        self.assertEqual((envelope["ok"], envelope["error"]["kind"]), (False, "invalid_response"))
+        self.assertEqual(len(self.units.received), 1)
+
+    def test_every_request_and_poll_is_signed_when_a_secret_is_set(self) -> None:
+        secret = b"c" * 40
+        self.clock.advance(1_800_000_000)
+        self.fanout._signer = Signer(secret, self.clock)
+        d = self.fanout.request("POST", ["ok"], "/unit_api/echo", json={"experiment": "e1"})
+        self.stub.flush()
+        self.successResultOf(d)
+        self.run_request(["task"], advance=1.0)
+        verifier = Verifier(secret, self.clock, max_skew=5)
+        self.assertEqual([(m, u) for m, u, _, _ in self.units.received[:3]], [("POST", "/unit_api/echo"), ("GET", "/unit_api/versions/app"), ("GET", "/unit_api/task_results/t1")])
+        for method, uri, body, headers in self.units.received:
+            verifier.verify(method, uri, body_digest(body), headers)
+
+    def test_unsigned_without_a_secret(self) -> None:
+        self.run_request(["ok"])
+        self.assertEqual(self.units.received[0][3], {TIMESTAMP_HEADER: None, NONCE_HEADER: None, SIGNATURE_HEADER: None})
 
     def test_duplicate_units_are_asked_once(self) -> None:
         self.assertEqual(list(self.run_request(["ok", "ok"])), ["ok"])

@@ -64,6 +64,22 @@ class OptionsTests(SynchronousTestCase):
             self.parse("--unit", "pio1")
         self.assertIn("unit_config.ini, line 3", str(caught.exception))
 
+    def test_bad_security_settings_stop_start_up(self) -> None:
+        cases = [
+            ("unit_config.ini", "[auth]\nrequire=yes\n", "[auth] require must be one of off, dangerous, all"),
+            ("unit_config.ini", "[auth]\nrequire=all\n", "needs a cluster secret"),
+            ("unit_config.ini", "[cluster.security]\nsign_reads=perhaps\n", "sign_reads must be true or false"),
+            ("cluster_secret", "too short", "at least 32"),
+            ("credentials.json", "[]", "not a credentials file"),
+        ]
+        for name, text, words in cases:
+            (self.data_dir / name).write_text(text)
+            with self.assertRaises(UsageError) as caught:
+                self.parse("--unit", "pio1")
+            self.assertIn(words, str(caught.exception))
+            (self.data_dir / name).unlink()
+        self.parse("--unit", "pio1")
+
 
 class ServiceTreeTests(SynchronousTestCase):
     def build(self, role: str) -> tuple[list[str], object]:
