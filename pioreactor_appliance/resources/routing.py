@@ -96,7 +96,9 @@ class RouteInfo:
     Schema dict); ``status`` is the success code. ``public`` routes answer
     without credentials even when authentication is on; ``dangerous`` ones
     need credentials even when it is only on for them; ``expensive`` ones are
-    rate limited per client; ``upload`` ones take the larger upload limit.
+    rate limited per client; ``upload`` ones take the larger upload limit;
+    ``by_capability`` ones are named by an unguessable id (a task's), so the
+    cluster secret does not guard reads of them, and users can poll them.
     """
 
     path: str
@@ -110,6 +112,7 @@ class RouteInfo:
     dangerous: bool = False
     expensive: bool = False
     upload: bool = False
+    by_capability: bool = False
 
 
 def route(
@@ -125,6 +128,7 @@ def route(
     dangerous: bool = False,
     expensive: bool = False,
     upload: bool = False,
+    by_capability: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a JSON route: decode ``body`` and ``query`` strictly, render the result or the error as JSON."""
 
@@ -141,6 +145,7 @@ def route(
             dangerous=dangerous,
             expensive=expensive,
             upload=upload,
+            by_capability=by_capability,
         )
 
         @functools.wraps(f)

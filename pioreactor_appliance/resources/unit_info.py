@@ -20,7 +20,7 @@ class UnitInfoApi:
         self._unit = unit
         self._clock = clock
 
-    @route(app, "/unit_api/health", ["GET"])
+    @route(app, "/unit_api/health", ["GET"], public=True)
     def health(self, request: IRequest) -> dict[str, Any]:
         """The unit answers, with its name and its clock (to spot skew across the cluster)."""
         request.setHeader(b"cache-control", b"no-store")

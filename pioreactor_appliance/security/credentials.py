@@ -76,17 +76,20 @@ class Credentials:
         except (TypeError, AttributeError) as e:
             raise CredentialsError(f"{path} is not a credentials file: {e}") from None
 
-    def save(self, data_dir: Path) -> Path:
-        """Write atomically, readable by the owner only."""
-        path = data_dir / CREDENTIALS_FILE
+    def dumps(self) -> str:
         data: dict[str, Any] = {
             "tokens": [{"name": t.name, "sha256": t.sha256} for t in self.tokens],
             "users": [{"username": u.username, "salt": u.salt, "hash": u.hash, "n": u.n, "r": u.r, "p": u.p} for u in self.users],
         }
+        return json.dumps(data, indent=2)
+
+    def save(self, data_dir: Path) -> Path:
+        """Write atomically, readable by the owner only."""
+        path = data_dir / CREDENTIALS_FILE
         temporary = path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
+            f.write(self.dumps())
         os.replace(temporary, path)
         return path
 

@@ -221,7 +221,7 @@ class AppliancePolicy:
         required = (
             request.path.startswith(b"/unit_api/")
             and not info.public
-            and (request.method in STATE_CHANGING or self.sign_reads)
+            and (request.method in STATE_CHANGING or (self.sign_reads and not info.by_capability))
         )
         if not signed and not required:
             return False

@@ -44,6 +44,10 @@ class Family:
     def add_note(self, request: Any, body: Note) -> Any:
         return {"added": body.text}
 
+    @route(app, "/unit_api/task_results/<task_id>", ["GET"], by_capability=True)
+    def task(self, request: Any, task_id: str) -> Any:
+        return {"task_id": task_id}
+
     @route(app, "/unit_api/system/reboot", ["POST"], dangerous=True)
     def reboot(self, request: Any) -> Any:
         return {"rebooting": True}
@@ -233,6 +237,7 @@ class ClusterSecretTests(PolicyTestCase):
         await self.call("GET", "/unit_api/notes", 401, "not signed")
         await self.call("GET", "/unit_api/notes?a=1", 200, headers=self.signed("GET", "/unit_api/notes?a=1"))
         await self.call("GET", "/unit_api/health", 200)
+        await self.call("GET", "/unit_api/task_results/0f3a", 200)  # named by an unguessable id: users poll it
 
     async def test_a_large_body_is_hashed_off_the_reactor_thread(self) -> None:
         """Above 1 MiB the digest runs in a thread; the limit here is raised to allow it."""
