@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from pioreactor_appliance.mqtt import MqttClient
 
 from .mosquitto import start_mosquitto
-from .test_cluster import free_port
+from .cluster import free_port
 
 
 class Collect(ProcessProtocol):
