@@ -185,8 +185,8 @@ class RequestPolicy(Protocol):
 
 
 def _finish(request: IRequest, rendered: Any) -> None:
-    """Complete a request whose rendering was deferred behind the policy."""
-    if rendered is server.NOT_DONE_YET or rendered is None:
+    """Complete a request whose rendering was deferred behind the policy, unless its client left."""
+    if rendered is server.NOT_DONE_YET or rendered is None or request.finished or getattr(request, "_disconnected", False):
         return
     request.write(rendered)
     request.finish()
@@ -265,8 +265,8 @@ class Router:
             return resource.render(request)
         try:
             admitted = self._policy.admit(request, info)
-        except ApiError as e:
-            return write_error(request, e)
+        except Exception:
+            return _on_failure(request, Failure())
         if admitted is None:
             return resource.render(request)
         admitted.addCallback(lambda _: _finish(request, resource.render(request)))

@@ -11,6 +11,7 @@ from klein import Klein
 from treq.testing import StubTreq
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -117,6 +118,67 @@ class RouterTests(SynchronousTestCase):
         self.assertIn(("/api/things", ("POST",)), paths)
         self.assertIn(("/api/things/special", ("GET",)), paths)
         self.assertEqual(len(paths), 6)
+
+
+class GatePolicy:
+    """Admits once ``gate`` fires; raises what it is told to raise."""
+
+    def __init__(self) -> None:
+        self.gate: Deferred[None] | None = None
+        self.error: Exception | None = None
+        self.seen: list[str] = []
+
+    def admit(self, request: Any, info: Any) -> Deferred[None] | None:
+        self.seen.append(info.path)
+        if self.error is not None:
+            raise self.error
+        return self.gate
+
+
+class PolicyHookTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.policy = GatePolicy()
+        self.client = StubTreq(Router([Things(), Special()], policy=self.policy))
+
+    def test_the_policy_sees_the_matched_route(self) -> None:
+        response = self.successResultOf(self.client.get("http://unit/api/things/a"))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.policy.seen, ["/api/things/<name>"])
+        self.successResultOf(self.client.get("http://unit/api/nothing"))
+        self.assertEqual(len(self.policy.seen), 1, "unknown paths never reach the policy")
+
+    def test_a_refusal_is_the_policys_error(self) -> None:
+        self.policy.error = ApiError(403, "No.", remediation="Ask nicely.")
+        response = self.successResultOf(self.client.post("http://unit/api/things", json={"value": 1}))
+        body = json.loads(self.successResultOf(response.content()))
+        self.assertEqual((response.code, body["error"]), (403, "No."))
+
+    def test_a_policy_crash_is_a_500_without_traceback(self) -> None:
+        self.policy.error = RuntimeError("secret detail")
+        response = self.successResultOf(self.client.get("http://unit/api/things/a"))
+        raw = self.successResultOf(response.content())
+        self.assertEqual(response.code, 500)
+        self.assertNotIn(b"secret", raw)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_a_deferred_admission_runs_the_handler_later(self) -> None:
+        self.policy.gate = Deferred()
+        pending = self.client.post("http://unit/api/things", json={"value": 2})
+        self.client.flush()
+        self.assertNoResult(pending)
+        self.policy.gate.callback(None)
+        self.client.flush()
+        response = self.successResultOf(pending)
+        self.assertEqual((response.code, json.loads(self.successResultOf(response.content()))), (201, {"value": 2}))
+
+    def test_a_deferred_refusal_is_json(self) -> None:
+        self.policy.gate = Deferred()
+        pending = self.client.get("http://unit/api/things/a")
+        self.client.flush()
+        self.policy.gate.errback(ApiError(401, "Who are you?"))
+        self.client.flush()
+        response = self.successResultOf(pending)
+        self.assertEqual(response.code, 401)
 
 
 class SiteOverTcpTests(TestCase):
