@@ -140,13 +140,15 @@ class LocalCluster:
     Ports: with ``base_port`` P the leader listens on P, worker i on P+i and
     the broker on P+workers+1; without it every port is picked free.
     ``state_dir`` keeps each unit's data dir (config, database) and the logs;
-    it survives restarts unless ``fresh`` is set.
+    it survives restarts unless ``fresh`` is set. ``extra_config`` is added to
+    the cluster's config.ini.
     """
 
     state_dir: Path
     workers: int = 2
     base_port: int | None = None
     fresh: bool = False
+    extra_config: str = ""
     health_timeout: float = 30.0
     units: list[Unit] = field(default_factory=list, init=False)
     mqtt_port: int = field(default=0, init=False)
@@ -269,6 +271,7 @@ class LocalCluster:
             "\n[mqtt]\n"
             f"broker_address={LOOPBACK}\n"
             f"broker_port={self.mqtt_port}\n"
+            f"{self.extra_config}"
         )
 
     def _open_log(self, path: Path) -> BinaryIO:
