@@ -26,6 +26,7 @@ from .limits import Limits
 from .fanout import FanOut, UnitAddresses
 from .mqtt import MqttClient, Will, parse_hostport
 from .presence import Presence, state_topic
+from .resources.api_documents import api_documents
 from .resources.catalog import CatalogApi
 from .resources.experiments import ExperimentsApi
 from .resources.routing import Router, make_site
@@ -160,6 +161,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
 
     families: list[Any] = [UnitInfoApi(settings.unit, reactor), TaskResultsApi(tasks)]
     fallbacks: dict[str, ApiError] = {}
+    families += api_documents(families, leader)  # they read the list per request, so they see what is added below
     if leader:
         assert db is not None
         fanout = make_fanout(reactor, config)
