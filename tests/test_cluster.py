@@ -2,72 +2,22 @@
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
 from typing import Any
 
-from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
 
 from pioreactor_appliance import __version__
-from pioreactor_appliance.config import Config
-from pioreactor_appliance.tap import Settings, build_service
 
-from .mosquitto import start_mosquitto
+from .cluster import ClusterTestCase
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ClusterTests(TestCase):
+class ClusterTests(ClusterTestCase):
     timeout = 60
-
-    async def start_cluster(self, workers: list[str]) -> None:
-        self.broker = await start_mosquitto(reactor, self)
-        self.ports = {unit: free_port() for unit in ["leader", *workers]}
-        addresses = "".join(f"{unit}=127.0.0.1:{port}\n" for unit, port in self.ports.items())
-        self.services = {}
-        for unit, port in self.ports.items():
-            data_dir = Path(self.mktemp())
-            data_dir.mkdir(parents=True)
-            (data_dir / "config.ini").write_text(
-                f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
-                f"[cluster.addresses]\n{addresses}[appliance]\nfanout_timeout_seconds=1.0\n"
-            )
-            settings = Settings(
-                role="leader" if unit == "leader" else "worker",
-                unit=unit,
-                data_dir=data_dir,
-                listen=f"tcp:{port}:interface=127.0.0.1",
-                mqtt=(self.broker.host, self.broker.port),
-                pigpio=("127.0.0.1", 8888),
-                config=Config.load(data_dir),
-            )
-            service = build_service(settings, reactor)
-            service.startService()
-            self.addCleanup(service.stopService)
-            self.services[unit] = service
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        self.http = HTTPClient(Agent(reactor, pool=pool))
-        for unit in self.ports:
-            await self.call("PUT", "leader", "/api/workers", json={"pioreactor_unit": unit}, expect=201)
-
-    async def call(self, method: str, unit: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
-        response = await self.http.request(method, f"http://127.0.0.1:{self.ports[unit]}{path}", **kwargs)
-        body = await response.json()
-        if expect is not None:
-            self.assertEqual(response.code, expect, body)
-        return body
 
     async def wait_for_result(self, accepted: dict[str, Any]) -> dict[str, Any]:
         for _ in range(200):
-            response = await self.http.get(f"http://127.0.0.1:{self.ports['leader']}{accepted['result_url_path']}")
+            response = await self.http.get(self.url("leader", accepted["result_url_path"]))
             body = await response.json()
             if response.code == 200:
                 return body

@@ -1,0 +1,70 @@
+"""A leader and workers as real services on real loopback ports, with a real broker, for end-to-end tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from pioreactor_appliance.config import Config
+from pioreactor_appliance.tap import Settings, build_service
+
+from .mosquitto import free_port, start_mosquitto
+
+# Every fan-out ends within a second of its request, none waiting for another, so a
+# test can let the fire-and-forget ones finish (settle) before the units stop.
+SETTLE_SECONDS = 1.5
+SETTLED_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\nfanout_concurrency=1000\n"
+
+
+class ClusterTestCase(TestCase):
+    """``await self.start_cluster([...])`` starts the leader and those workers, each registered as a worker."""
+
+    async def start_cluster(self, workers: list[str]) -> None:
+        self.broker = await start_mosquitto(reactor, self)
+        self.ports = {unit: free_port() for unit in ["leader", *workers]}
+        addresses = "".join(f"{unit}=127.0.0.1:{port}\n" for unit, port in self.ports.items())
+        self.services = {}
+        for unit, port in self.ports.items():
+            data_dir = Path(self.mktemp())
+            data_dir.mkdir(parents=True)
+            (data_dir / "config.ini").write_text(
+                f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
+                f"[cluster.addresses]\n{addresses}[appliance]\n{SETTLED_FANOUT}"
+            )
+            settings = Settings(
+                role="leader" if unit == "leader" else "worker",
+                unit=unit,
+                data_dir=data_dir,
+                listen=f"tcp:{port}:interface=127.0.0.1",
+                mqtt=(self.broker.host, self.broker.port),
+                pigpio=("127.0.0.1", 8888),
+                config=Config.load(data_dir),
+            )
+            service = build_service(settings, reactor)
+            service.startService()
+            self.addCleanup(service.stopService)
+            self.services[unit] = service
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+        for unit in self.ports:
+            await self.call("PUT", "leader", "/api/workers", json={"pioreactor_unit": unit}, expect=201)
+
+    async def settle(self) -> None:
+        """Wait out the fan-outs that requests started and nobody awaits (see SETTLED_FANOUT)."""
+        await deferLater(reactor, SETTLE_SECONDS)
+
+    def url(self, unit: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[unit]}{path}"
+
+    async def call(self, method: str, unit: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
+        response = await self.http.request(method, self.url(unit, path), **kwargs)
+        body = await response.json()
+        if expect is not None:
+            self.assertEqual(response.code, expect, body)
+        return body
