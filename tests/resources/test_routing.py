@@ -8,8 +8,8 @@ from typing import Any
 import attrs
 from attrs import define
 from klein import Klein
-from treq.client import HTTPClient
 from treq.testing import StubTreq
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import SynchronousTestCase, TestCase
