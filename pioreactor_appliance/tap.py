@@ -26,6 +26,7 @@ from .errors import ApiError
 from .fanout import FanOut, UnitAddresses
 from .mqtt import MqttClient, Will, parse_hostport
 from .presence import Presence, state_topic
+from .resources.api_documents import api_documents
 from .resources.catalog import CatalogApi
 from .resources.experiments import ExperimentsApi
 from .resources.routing import Router, make_site
@@ -168,6 +169,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     policy = build_policy(settings.unit, settings.data_dir, config, reactor)
     families: list[Any] = [UnitInfoApi(settings.unit, reactor), TaskResultsApi(tasks)]
     fallbacks: dict[str, ApiError] = {}
+    families += api_documents(families, leader)  # they read the list per request, so they see what is added below
     if leader:
         assert db is not None
         signer = None if policy.verifier is None else Signer(policy.verifier.secret, reactor)

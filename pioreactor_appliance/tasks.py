@@ -12,7 +12,7 @@ import inspect
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, Literal, NotRequired, TypedDict
 
 from attrs import define, field
 from twisted.application.service import Service
@@ -24,7 +24,32 @@ from twisted.python.failure import Failure
 
 from .errors import ApiError
 
-PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
+PENDING: Final = "pending"
+RUNNING: Final = "running"
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+TaskStatus = Literal["pending", "running", "succeeded", "failed"]
+
+
+class Accepted(TypedDict):
+    """The 202 body of a route that answers with a task: where to poll for its result."""
+
+    unit: str
+    task_id: str
+    result_url_path: str
+    status: TaskStatus
+
+
+class TaskResult(TypedDict):
+    """A task as a poller sees it: ``result`` once it succeeded, ``error`` and ``cause`` once it failed."""
+
+    task_id: str
+    result_url_path: str
+    status: TaskStatus
+    result: NotRequired[Any]
+    error: NotRequired[str]
+    cause: NotRequired[str]
+    remediation: NotRequired[str]
 
 
 def result_url_path(task_id: str) -> str:
@@ -35,7 +60,7 @@ def result_url_path(task_id: str) -> str:
 class Task:
     task_id: str
     created_at: float
-    status: str = PENDING
+    status: TaskStatus = PENDING
     result: Any = None
     error: ApiError | None = None
     finished_at: float | None = None
@@ -45,9 +70,9 @@ class Task:
     def finished(self) -> bool:
         return self.status in (SUCCEEDED, FAILED)
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> TaskResult:
         """The ``task_results`` body: what a poller sees now."""
-        body: dict[str, Any] = {
+        body: TaskResult = {
             "task_id": self.task_id,
             "result_url_path": result_url_path(self.task_id),
             "status": self.status,
@@ -139,7 +164,7 @@ class TaskRegistry(Service):
                 remediation="Check the task id from the 202 response, or run the request again.",
             ) from None
 
-    def accepted(self, task: Task) -> dict[str, Any]:
+    def accepted(self, task: Task) -> Accepted:
         """The 202 body an async route answers with."""
         return {"unit": self.unit, "task_id": task.task_id, "result_url_path": result_url_path(task.task_id), "status": task.status}
 

@@ -1,8 +1,7 @@
-"""A real cluster in this process: a broker, a leader and workers as real services on loopback sockets."""
+"""A leader and workers as real services on real loopback ports, with a real broker, for end-to-end tests."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,19 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from pioreactor_appliance.config import Config
 from pioreactor_appliance.tap import Settings, build_service
 
-from .mosquitto import start_mosquitto
+from .mosquitto import free_port, start_mosquitto
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Every fan-out ends within a second of its request, none waiting for another, so a
+# test can let the fire-and-forget ones finish (settle) before the units stop.
+SETTLE_SECONDS = 1.5
+SETTLED_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\nfanout_concurrency=1000\n"
 
 
 class ClusterTestCase(TestCase):
-    """Starts a cluster per test; ``call`` sends ``self.headers`` with every request."""
+    """``await self.start_cluster([...])`` starts the leader and those workers, each registered as a worker.
+
+    ``call`` sends ``self.headers`` with every request unless told otherwise.
+    """
 
     timeout = 60
     headers: dict[bytes, list[bytes]] = {}
@@ -41,7 +42,7 @@ class ClusterTestCase(TestCase):
             data_dir.mkdir(parents=True)
             (data_dir / "config.ini").write_text(
                 f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
-                f"[cluster.addresses]\n{addresses}[appliance]\nfanout_timeout_seconds=1.0\n{config}"
+                f"[cluster.addresses]\n{addresses}[appliance]\n{SETTLED_FANOUT}{config}"
             )
             for name, text in (files or {}).items():
                 (data_dir / name).write_text(text)
@@ -63,17 +64,25 @@ class ClusterTestCase(TestCase):
         for unit in self.ports:
             await self.call("PUT", "leader", "/api/workers", json={"pioreactor_unit": unit}, expect=201)
 
+    async def settle(self) -> None:
+        """Wait out the fan-outs that requests started and nobody awaits (see SETTLED_FANOUT)."""
+        await deferLater(reactor, SETTLE_SECONDS)
+
+    def url(self, unit: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[unit]}{path}"
+
     async def call(self, method: str, unit: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("headers", self.headers)
-        response = await self.http.request(method, f"http://127.0.0.1:{self.ports[unit]}{path}", **kwargs)
+        response = await self.http.request(method, self.url(unit, path), **kwargs)
         body = await response.json()
         if expect is not None:
             self.assertEqual(response.code, expect, body)
         return body
 
     async def wait_for_result(self, accepted: dict[str, Any]) -> dict[str, Any]:
+        """Poll the leader's task until it ends; its final body."""
         for _ in range(200):
-            response = await self.http.get(f"http://127.0.0.1:{self.ports['leader']}{accepted['result_url_path']}", headers=self.headers)
+            response = await self.http.get(self.url("leader", accepted["result_url_path"]), headers=self.headers)
             body = await response.json()
             if response.code == 200:
                 return body

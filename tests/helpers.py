@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.application.service import MultiService
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from pioreactor_appliance import tap
 from pioreactor_appliance.resources.catalog import CatalogApi
 from pioreactor_appliance.resources.experiments import ExperimentsApi
 from pioreactor_appliance.resources.routing import Router
@@ -21,6 +24,15 @@ from pioreactor_appliance.store.database import Database
 from pioreactor_appliance.tasks import TaskRegistry
 
 from .fakes import FakeFanOut, FakeMqtt
+
+
+def build_unit(case: SynchronousTestCase, role: str) -> MultiService:
+    """The service tree ``twistd pioreactor`` builds for unit pio1 in ``role``, on a memory reactor, not started."""
+    data_dir = Path(case.mktemp())
+    data_dir.mkdir()
+    options = tap.Options()
+    options.parseOptions(["--data-dir", str(data_dir), "--unit", "pio1", "--role", role, "--listen", "tcp:0", "--mqtt", "127.0.0.1:1"])
+    return tap.makeService(options, reactor=MemoryReactorClock())
 
 
 async def start_database(case: TestCase) -> Database:
@@ -88,7 +100,8 @@ class LeaderApiTestCase(TestCase):
             WorkersApi(self.db, self.clock, self.tasks, self.fanout, self.mqtt, "leader", addresses={"pio1": "10.0.0.21", "pio2": "pio2.lan"}),
             CatalogApi(self.db),
         ]
-        self.stub = StubTreq(Router(families))
+        self.router = Router(families)
+        self.stub = StubTreq(self.router)
 
     async def call(self, method: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
         code, body = await request(self.stub, method, path, **kwargs)

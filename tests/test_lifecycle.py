@@ -19,8 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.mqtt import MqttClient
 
-from .mosquitto import start_mosquitto
-from .cluster import free_port
+from .mosquitto import free_port, start_mosquitto
 
 
 class Collect(ProcessProtocol):

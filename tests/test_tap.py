@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
 from pioreactor_appliance import tap
 from pioreactor_appliance.resources.routing import ApplianceSite
+
+from .helpers import build_unit
 
 
 class PluginTests(SynchronousTestCase):
@@ -83,11 +84,7 @@ class OptionsTests(SynchronousTestCase):
 
 class ServiceTreeTests(SynchronousTestCase):
     def build(self, role: str) -> tuple[list[str], object]:
-        data_dir = Path(self.mktemp())
-        data_dir.mkdir()
-        options = tap.Options()
-        options.parseOptions(["--data-dir", str(data_dir), "--unit", "pio1", "--role", role, "--listen", "tcp:0", "--mqtt", "127.0.0.1:1"])
-        service = tap.makeService(options, reactor=MemoryReactorClock())
+        service = build_unit(self, role)
         return [child.name for child in service], service.getServiceNamed("http")
 
     def test_leader_tree(self) -> None:

@@ -15,12 +15,13 @@ from ..store import experiments as store
 from ..store import labels
 from ..store.database import Database
 from ..store.workers import cluster_units
-from ..tasks import TaskRegistry
+from ..tasks import Accepted, TaskRegistry
 from ..timestamps import iso_utc
 from .background import FanOutClient, fan_out_logged
 from .caching import cache_for
-from .names import valid_experiment_name, valid_unit_name
+from .names import UNIT_NAME_SCHEMA, valid_experiment_name, valid_unit_name
 from .routing import Reply, route
+from .shapes import Success
 
 CURRENT = "current"
 
@@ -64,7 +65,7 @@ class ExperimentChanges:
 
 @define
 class UnitLabel:
-    unit: str = field(validator=valid_unit_name)
+    unit: str = field(validator=valid_unit_name, metadata=UNIT_NAME_SCHEMA)
     label: str
 
 
@@ -101,13 +102,13 @@ class ExperimentsApi:
             raise store.experiment_not_found(experiment)
         return found
 
-    @route(app, "/api/experiments", ["GET"])
+    @route(app, "/api/experiments", ["GET"], returns=list[store.Experiment])
     async def list_experiments(self, request: IRequest) -> Any:
         """Every experiment, newest first."""
         cache_for(request, 5)
         return await self._db.run(store.all_experiments, self._clock.seconds())
 
-    @route(app, "/api/experiments", ["POST"], body=NewExperiment)
+    @route(app, "/api/experiments", ["POST"], body=NewExperiment, returns=store.Experiment, status=201)
     async def create_experiment(self, request: IRequest, body: NewExperiment) -> Reply:
         """Create an experiment; 201 with it, 409 if the name is taken."""
         created = await self._db.run(
@@ -128,30 +129,30 @@ class ExperimentsApi:
             )
         return Reply(await self._experiment(body.experiment), 201)
 
-    @route(app, "/api/experiments/latest", ["GET"])
+    @route(app, "/api/experiments/latest", ["GET"], returns=store.Experiment | None)
     async def latest(self, request: IRequest) -> Any:
         """The experiment created last, or null."""
         cache_for(request, 2)
         return await self._db.run(store.latest_experiment, self._clock.seconds())
 
-    @route(app, "/api/experiments/active", ["GET"])
+    @route(app, "/api/experiments/active", ["GET"], returns=list[store.Experiment])
     async def active(self, request: IRequest) -> Any:
         """Experiments with at least one active worker assigned."""
         cache_for(request, 2)
         return await self._db.run(store.active_experiments, self._clock.seconds())
 
-    @route(app, "/api/experiments/assignment_count", ["GET"])
+    @route(app, "/api/experiments/assignment_count", ["GET"], returns=list[store.AssignmentCount])
     async def assignment_count(self, request: IRequest) -> Any:
         """How many workers each experiment has (experiments with none are left out)."""
         cache_for(request, 3)
         return await self._db.run(store.assignment_counts)
 
-    @route(app, "/api/experiments/<experiment>", ["GET"])
+    @route(app, "/api/experiments/<experiment>", ["GET"], returns=store.Experiment)
     async def get_experiment(self, request: IRequest, experiment: str) -> Any:
         """One experiment."""
         return await self._experiment(experiment)
 
-    @route(app, "/api/experiments/<experiment>", ["PATCH"], body=ExperimentChanges)
+    @route(app, "/api/experiments/<experiment>", ["PATCH"], body=ExperimentChanges, returns=store.Experiment)
     async def update_experiment(self, request: IRequest, experiment: str, body: ExperimentChanges) -> Any:
         """Change the description and/or replace the tags; answers the updated experiment."""
         description = None if body.description is _UNCHANGED else body.description or ""
@@ -161,7 +162,7 @@ class ExperimentsApi:
             raise store.experiment_not_found(experiment)
         return await self._experiment(experiment)
 
-    @route(app, "/api/experiments/<experiment>", ["DELETE"])
+    @route(app, "/api/experiments/<experiment>", ["DELETE"], returns=Accepted, status=202)
     async def delete_experiment(self, request: IRequest, experiment: str) -> Reply:
         """Stop the experiment's jobs everywhere, then delete it and all its data in a task."""
         await self._db.run(store.require_experiment, experiment)
@@ -178,7 +179,7 @@ class ExperimentsApi:
             raise ApiError(404, "No experiment yet.", cause="'current' means the latest experiment, and there is none.", remediation="Create an experiment first.")
         return latest
 
-    @route(app, "/api/experiments/<experiment>/unit_labels", ["GET"])
+    @route(app, "/api/experiments/<experiment>/unit_labels", ["GET"], returns=dict[str, str])
     async def unit_labels(self, request: IRequest, experiment: str) -> Any:
         """``{unit: label}`` for the experiment; ``current`` means the latest experiment."""
         experiment = await self._label_experiment(experiment)
@@ -186,7 +187,7 @@ class ExperimentsApi:
         cache_for(request, 10)
         return await self._db.run(labels.unit_labels, experiment)
 
-    @route(app, "/api/experiments/<experiment>/unit_labels", ["PUT", "PATCH"], body=UnitLabel)
+    @route(app, "/api/experiments/<experiment>/unit_labels", ["PUT", "PATCH"], body=UnitLabel, returns=Success, status=201)
     async def set_unit_label(self, request: IRequest, experiment: str, body: UnitLabel) -> Reply:
         """Label a unit in the experiment; an empty label removes it."""
         experiment = await self._label_experiment(experiment)

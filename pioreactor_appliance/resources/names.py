@@ -11,6 +11,8 @@ BROADCAST = "$broadcast"
 EXPERIMENT_FORBIDDEN_CHARACTERS = "#$%+/\\"
 EXPERIMENT_MAX_LENGTH = 200
 UNIT_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
+# For the API document: the part of the unit name rules a JSON Schema can say.
+UNIT_NAME_SCHEMA = {"json_schema": {"pattern": f"^{UNIT_PATTERN.pattern}$"}}
 
 
 def experiment_name_problem(name: str) -> str | None:

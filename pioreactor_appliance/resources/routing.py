@@ -92,8 +92,12 @@ class RouteInfo:
     """What a route declares about itself, read by the request policy and the API document.
 
     ``query`` is an attrs class of the query parameters (see ``queries``);
-    ``returns`` describes a success body (a type, ``list[...]``, or a JSON
-    Schema dict); ``status`` is the success code. ``public`` routes answer
+    ``returns`` describes the success body for the API document: a type
+    (an attrs class, a TypedDict, ``list[X]``, ``dict[str, X]``, ``X | None``,
+    ``str``, ``Any``...) or a literal JSON Schema dict, answered with
+    ``status``; a route with more than one success code maps each code to its
+    type (``{201: Created, 200: Updated}``), ``status`` being one of them.
+    ``public`` routes answer
     without credentials even when authentication is on; ``dangerous`` ones
     need credentials even when it is only on for them; ``expensive`` ones are
     rate limited per client; ``upload`` ones take the larger upload limit;
@@ -192,6 +196,17 @@ def _finish(request: IRequest, rendered: Any) -> None:
     request.finish()
 
 
+def route_table(families: Iterable[Any]) -> list[RouteInfo]:
+    """Every route the families declare, sorted by path: what the router serves and the API document shows."""
+    infos = []
+    for family in families:
+        for name in dir(type(family)):
+            info = getattr(getattr(type(family), name), "route_info", None)
+            if info is not None:
+                infos.append(info)
+    return sorted(infos, key=lambda i: (i.path, i.methods))
+
+
 @implementer(IResource)
 class Router:
     """The site's root: dispatches every path to the resource family that owns it.
@@ -224,13 +239,7 @@ class Router:
 
     def routes(self) -> list[RouteInfo]:
         """Every route of every family, for the route table and its tests."""
-        infos = []
-        for family in self._families:
-            for name in dir(type(family)):
-                info = getattr(getattr(type(family), name), "route_info", None)
-                if info is not None:
-                    infos.append(info)
-        return sorted(infos, key=lambda i: (i.path, i.methods))
+        return route_table(self._families)
 
     def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 from klein import Klein
 from twisted.web.iweb import IRequest
 
-from ..tasks import TaskRegistry
+from ..tasks import TaskRegistry, TaskResult
 from .routing import Reply, route
 
 
@@ -15,7 +15,7 @@ class TaskResultsApi:
     def __init__(self, tasks: TaskRegistry) -> None:
         self._tasks = tasks
 
-    @route(app, "/unit_api/task_results/<task_id>", ["GET"], by_capability=True)
+    @route(app, "/unit_api/task_results/<task_id>", ["GET"], returns={200: TaskResult, 202: TaskResult}, by_capability=True)
     def task_result(self, request: IRequest, task_id: str) -> Reply:
         """Poll a task; failed tasks answer 200 with the error, as the unit seed shows."""
         task = self._tasks.get(task_id)

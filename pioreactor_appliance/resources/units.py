@@ -16,7 +16,7 @@ from ..errors import ApiError
 from ..fanout import FanOut
 from ..store.database import Database
 from ..store.workers import cluster_units
-from ..tasks import TaskRegistry
+from ..tasks import Accepted, TaskRegistry
 from .names import BROADCAST
 from .routing import Reply, route
 
@@ -47,7 +47,7 @@ class UnitsApi:
         task = self._tasks.submit(lambda: self._fanout.request(method, units, path))
         return Reply(self._tasks.accepted(task), code=202)
 
-    @route(app, "/api/units/<unit>/versions/app", ["GET"])
+    @route(app, "/api/units/<unit>/versions/app", ["GET"], returns=Accepted, status=202)
     async def versions(self, request: IRequest, unit: str) -> Any:
         """Each unit's appliance version; the task result maps each unit to its envelope."""
         return self._fan_out("GET", await self._targets(unit), "/unit_api/versions/app")

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import sqlite3
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from attrs import define, field
 from klein import Klein
@@ -24,12 +24,13 @@ from ..errors import ApiError, not_found
 from ..store import workers as store
 from ..store.database import Database
 from ..store.experiments import require_experiment
-from ..tasks import TaskRegistry
+from ..tasks import Accepted, TaskRegistry
 from ..timestamps import iso_utc
 from .background import FanOutClient, Publisher, fan_out_logged, publish_logged
 from .caching import cache_for
-from .names import BROADCAST, valid_unit_name
+from .names import BROADCAST, UNIT_NAME_SCHEMA, valid_unit_name
 from .routing import Reply, route
+from .shapes import Success
 
 
 def assignment_topic(unit: str) -> str:
@@ -43,19 +44,29 @@ def _is_0_or_1(instance: Any, attribute: Any, value: int) -> None:
 
 @define
 class NewWorker:
-    pioreactor_unit: str = field(validator=valid_unit_name)
+    pioreactor_unit: str = field(validator=valid_unit_name, metadata=UNIT_NAME_SCHEMA)
     model_name: str | None = None
     model_version: str | None = None
 
 
 @define
 class WorkerActivity:
-    is_active: int = field(validator=_is_0_or_1)
+    is_active: int = field(validator=_is_0_or_1, metadata={"json_schema": {"enum": [0, 1]}})
 
 
 @define
 class WorkerRef:
     pioreactor_unit: str
+
+
+class Unit(TypedDict):
+    pioreactor_unit: str
+
+
+class ListedWorker(store.Worker):
+    """A worker with the IPv4 address ``[cluster.addresses]`` gives it, if any."""
+
+    ipv4_address: str | None
 
 
 def _unknown_worker(unit: str) -> ApiError:
@@ -159,24 +170,24 @@ class WorkersApi:
 
     # Inventory
 
-    @route(app, "/api/units", ["GET"])
+    @route(app, "/api/units", ["GET"], returns=list[Unit])
     async def units(self, request: IRequest) -> Any:
         """The leader and every worker."""
         return [{"pioreactor_unit": u} for u in await self._db.run(store.cluster_units, self._leader)]
 
-    @route(app, "/api/workers", ["GET"])
+    @route(app, "/api/workers", ["GET"], returns=list[ListedWorker])
     async def list_workers(self, request: IRequest) -> Any:
         """Every worker, active or not, with its IPv4 address when the config gives one."""
         workers = await self._db.run(store.all_workers)
         return [{**w, "ipv4_address": ipv4_or_none(self._addresses.get(w["pioreactor_unit"]))} for w in workers]
 
-    @route(app, "/api/workers", ["PUT"], body=NewWorker)
+    @route(app, "/api/workers", ["PUT"], body=NewWorker, returns={201: Success, 200: Success}, status=201)
     async def add_worker(self, request: IRequest, body: NewWorker) -> Reply:
         """Register a worker (201); for a known one, update its model and keep its assignment (200)."""
         created = await self._db.run(store.add_worker, body.pioreactor_unit, body.model_name, body.model_version, self._now())
         return Reply({"status": "success"}, 201 if created else 200)
 
-    @route(app, "/api/workers/<unit>", ["GET"])
+    @route(app, "/api/workers/<unit>", ["GET"], returns=store.Worker)
     async def get_worker(self, request: IRequest, unit: str) -> Any:
         """One worker."""
         worker = await self._db.run(store.get_worker, unit)
@@ -184,7 +195,7 @@ class WorkersApi:
             raise _worker_not_found(unit)
         return worker
 
-    @route(app, "/api/workers/<unit>", ["DELETE"])
+    @route(app, "/api/workers/<unit>", ["DELETE"], returns=Success, status=202)
     async def delete_worker(self, request: IRequest, unit: str) -> Reply:
         """Remove a worker from the inventory and stop all its jobs."""
         experiment = await self._db.run(_delete_worker, unit)
@@ -195,7 +206,7 @@ class WorkersApi:
             fan_out_logged(self._fanout, "POST", [unit], "/unit_api/system/remove_file", {"filepath": "$DOT_PIOREACTOR/config.ini"})
         return Reply({"status": "success"}, 202)
 
-    @route(app, "/api/workers/<unit>/is_active", ["PUT"], body=WorkerActivity)
+    @route(app, "/api/workers/<unit>/is_active", ["PUT"], body=WorkerActivity, returns=store.Worker)
     async def set_active(self, request: IRequest, unit: str, body: WorkerActivity) -> Any:
         """Mark a worker active (1) or inactive (0); going inactive stops all its jobs."""
         worker = await self._db.run(_set_active, unit, body.is_active)
@@ -203,7 +214,7 @@ class WorkersApi:
             fan_out_logged(self._fanout, "POST", [unit], "/unit_api/jobs/stop/all")
         return worker
 
-    @route(app, "/api/workers/<unit>/experiment", ["GET"])
+    @route(app, "/api/workers/<unit>/experiment", ["GET"], returns=store.WorkerAssignment)
     async def worker_experiment(self, request: IRequest, unit: str) -> Any:
         """The experiment a worker is assigned to."""
         found = await self._db.run(store.worker_assignment, unit)
@@ -220,13 +231,13 @@ class WorkersApi:
 
     # Assignments
 
-    @route(app, "/api/workers/assignments", ["GET"])
+    @route(app, "/api/workers/assignments", ["GET"], returns=list[store.UnitAssignment])
     async def assignments(self, request: IRequest) -> Any:
         """Every worker and its experiment (null when unassigned)."""
         cache_for(request, 2)
         return await self._db.run(store.all_assignments)
 
-    @route(app, "/api/workers/assignments", ["DELETE"])
+    @route(app, "/api/workers/assignments", ["DELETE"], returns=Accepted, status=202)
     async def unassign_all(self, request: IRequest) -> Reply:
         """Unassign every worker now; a task clears their MQTT assignments and stops all jobs on every worker."""
         unassigned, workers = await self._db.run(_unassign_all)
@@ -237,7 +248,7 @@ class WorkersApi:
 
         return Reply(self._tasks.accepted(self._tasks.submit(work)), 202)
 
-    @route(app, "/api/experiments/<experiment>/workers", ["GET"])
+    @route(app, "/api/experiments/<experiment>/workers", ["GET"], returns=list[store.ExperimentWorker])
     async def experiment_workers(self, request: IRequest, experiment: str) -> Any:
         """Workers assigned to the experiment, inactive ones included."""
 
@@ -248,7 +259,7 @@ class WorkersApi:
         cache_for(request, 2)
         return await self._db.run(read)
 
-    @route(app, "/api/experiments/<experiment>/workers", ["PUT"], body=WorkerRef)
+    @route(app, "/api/experiments/<experiment>/workers", ["PUT"], body=WorkerRef, returns=store.Assignment)
     async def assign(self, request: IRequest, experiment: str, body: WorkerRef) -> Any:
         """Assign a worker; if it leaves another experiment, its jobs there are stopped."""
         now = self._now()
@@ -260,7 +271,7 @@ class WorkersApi:
             fan_out_logged(self._fanout, "POST", [unit], "/unit_api/jobs/stop", {"experiment": left})
         return assignment
 
-    @route(app, "/api/experiments/<experiment>/workers", ["DELETE"])
+    @route(app, "/api/experiments/<experiment>/workers", ["DELETE"], returns=Accepted, status=202)
     async def unassign_experiment(self, request: IRequest, experiment: str) -> Reply:
         """Unassign the experiment's workers now; a task clears their MQTT assignments and stops its jobs."""
         unassigned, workers = await self._db.run(_unassign_experiment, experiment)
@@ -271,7 +282,7 @@ class WorkersApi:
 
         return Reply(self._tasks.accepted(self._tasks.submit(work)), 202)
 
-    @route(app, "/api/experiments/<experiment>/workers/<unit>", ["DELETE"])
+    @route(app, "/api/experiments/<experiment>/workers/<unit>", ["DELETE"], returns=Success)
     async def unassign(self, request: IRequest, experiment: str, unit: str) -> Any:
         """Unassign one worker and stop its jobs in the experiment."""
         await self._db.run(_unassign, experiment, unit)
@@ -279,7 +290,7 @@ class WorkersApi:
         fan_out_logged(self._fanout, "POST", [unit], "/unit_api/jobs/stop", {"experiment": experiment})
         return {"status": "success"}
 
-    @route(app, "/api/experiments/<experiment>/historical_worker_assignments", ["GET"])
+    @route(app, "/api/experiments/<experiment>/historical_worker_assignments", ["GET"], returns=list[store.HistoricalAssignment])
     async def history(self, request: IRequest, experiment: str) -> Any:
         """Every worker ever assigned to the experiment, and whether it still is."""
         return await self._db.run(store.historical_assignments, experiment)

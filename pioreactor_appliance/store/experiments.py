@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import ApiError, not_found
 from ..timestamps import parse_iso
+
+
+
+class Experiment(TypedDict):
+    """An experiment as every experiment route answers it."""
+
+    experiment: str
+    created_at: str
+    description: str
+    worker_count: int
+    delta_hours: float
+    tags: list[str]
+
+
+class AssignmentCount(TypedDict):
+    experiment: str
+    worker_count: int
+
 
 _SELECT = """
     SELECT e.experiment, e.created_at, e.description,
@@ -17,7 +35,7 @@ _SELECT = """
 """
 
 
-def _with_details(conn: sqlite3.Connection, rows: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+def _with_details(conn: sqlite3.Connection, rows: list[dict[str, Any]], now: float) -> list[Experiment]:
     """Add ``delta_hours`` (whole hours since creation) and ``tags`` (insertion order) to experiment rows."""
     for row in rows:
         elapsed = now - parse_iso(row["created_at"]).timestamp()
@@ -28,17 +46,17 @@ def _with_details(conn: sqlite3.Connection, rows: list[dict[str, Any]], now: flo
     return rows
 
 
-def all_experiments(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
+def all_experiments(conn: sqlite3.Connection, now: float) -> list[Experiment]:
     rows = conn.execute(_SELECT + " ORDER BY e.created_at DESC, e.rowid DESC").fetchall()
     return _with_details(conn, rows, now)
 
 
-def get_experiment(conn: sqlite3.Connection, experiment: str, now: float) -> dict[str, Any] | None:
+def get_experiment(conn: sqlite3.Connection, experiment: str, now: float) -> Experiment | None:
     rows = conn.execute(_SELECT + " WHERE e.experiment = ?", (experiment,)).fetchall()
     return _with_details(conn, rows, now)[0] if rows else None
 
 
-def latest_experiment(conn: sqlite3.Connection, now: float) -> dict[str, Any] | None:
+def latest_experiment(conn: sqlite3.Connection, now: float) -> Experiment | None:
     """The last experiment inserted (by rowid, as the reference's view), whatever its ``created_at``."""
     rows = conn.execute(_SELECT + " ORDER BY e.rowid DESC LIMIT 1").fetchall()
     return _with_details(conn, rows, now)[0] if rows else None
@@ -49,7 +67,7 @@ def latest_experiment_name(conn: sqlite3.Connection) -> str | None:
     return row["experiment"] if row else None
 
 
-def active_experiments(conn: sqlite3.Connection, now: float) -> list[dict[str, Any]]:
+def active_experiments(conn: sqlite3.Connection, now: float) -> list[Experiment]:
     """Experiments with at least one assigned worker that is active."""
     rows = conn.execute(
         _SELECT
@@ -61,7 +79,7 @@ def active_experiments(conn: sqlite3.Connection, now: float) -> list[dict[str, A
     return _with_details(conn, rows, now)
 
 
-def assignment_counts(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def assignment_counts(conn: sqlite3.Connection) -> list[AssignmentCount]:
     return conn.execute(
         """SELECT a.experiment, count(*) AS worker_count
              FROM experiment_worker_assignments a JOIN workers w ON w.pioreactor_unit = a.pioreactor_unit

@@ -3,7 +3,51 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import TypedDict
+
+
+class Worker(TypedDict):
+    pioreactor_unit: str
+    added_at: str
+    is_active: int
+    model_name: str | None
+    model_version: str | None
+
+
+class WorkerAssignment(TypedDict):
+    """A worker and its experiment (null when unassigned)."""
+
+    pioreactor_unit: str
+    is_active: int
+    experiment: str | None
+    model_name: str | None
+    model_version: str | None
+
+
+class UnitAssignment(TypedDict):
+    pioreactor_unit: str
+    experiment: str | None
+    is_active: int
+
+
+class ExperimentWorker(TypedDict):
+    pioreactor_unit: str
+    is_active: int
+    model_name: str | None
+    model_version: str | None
+
+
+class Assignment(TypedDict):
+    pioreactor_unit: str
+    experiment: str
+    assigned_at: str
+
+
+class HistoricalAssignment(TypedDict):
+    pioreactor_unit: str
+    experiment: str
+    is_currently_assigned_to_experiment: int
+
 
 _WORKER_COLUMNS = "pioreactor_unit, added_at, is_active, model_name, model_version"
 
@@ -18,11 +62,11 @@ def cluster_units(conn: sqlite3.Connection, leader_hostname: str) -> list[str]:
     return sorted({leader_hostname, *worker_names(conn)})
 
 
-def all_workers(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def all_workers(conn: sqlite3.Connection) -> list[Worker]:
     return conn.execute(f"SELECT {_WORKER_COLUMNS} FROM workers ORDER BY pioreactor_unit").fetchall()
 
 
-def get_worker(conn: sqlite3.Connection, unit: str) -> dict[str, Any] | None:
+def get_worker(conn: sqlite3.Connection, unit: str) -> Worker | None:
     return conn.execute(f"SELECT {_WORKER_COLUMNS} FROM workers WHERE pioreactor_unit = ?", (unit,)).fetchone()
 
 
@@ -54,12 +98,12 @@ def delete_worker(conn: sqlite3.Connection, unit: str) -> bool:
     return deleted
 
 
-def set_active(conn: sqlite3.Connection, unit: str, is_active: int) -> dict[str, Any] | None:
+def set_active(conn: sqlite3.Connection, unit: str, is_active: int) -> Worker | None:
     conn.execute("UPDATE workers SET is_active = ? WHERE pioreactor_unit = ?", (is_active, unit))
     return get_worker(conn, unit)
 
 
-def worker_assignment(conn: sqlite3.Connection, unit: str) -> dict[str, Any] | None:
+def worker_assignment(conn: sqlite3.Connection, unit: str) -> WorkerAssignment | None:
     """The worker with its experiment (``None`` when unassigned), or ``None`` if it is not registered."""
     return conn.execute(
         """SELECT w.pioreactor_unit, w.is_active, a.experiment, w.model_name, w.model_version
@@ -69,7 +113,7 @@ def worker_assignment(conn: sqlite3.Connection, unit: str) -> dict[str, Any] | N
     ).fetchone()
 
 
-def all_assignments(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def all_assignments(conn: sqlite3.Connection) -> list[UnitAssignment]:
     return conn.execute(
         """SELECT w.pioreactor_unit, a.experiment, w.is_active
              FROM workers w LEFT JOIN experiment_worker_assignments a ON a.pioreactor_unit = w.pioreactor_unit
@@ -77,7 +121,7 @@ def all_assignments(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     ).fetchall()
 
 
-def experiment_workers(conn: sqlite3.Connection, experiment: str) -> list[dict[str, Any]]:
+def experiment_workers(conn: sqlite3.Connection, experiment: str) -> list[ExperimentWorker]:
     """Workers assigned to ``experiment``, inactive ones included."""
     return conn.execute(
         """SELECT w.pioreactor_unit, w.is_active, w.model_name, w.model_version
@@ -87,7 +131,7 @@ def experiment_workers(conn: sqlite3.Connection, experiment: str) -> list[dict[s
     ).fetchall()
 
 
-def assign(conn: sqlite3.Connection, unit: str, experiment: str, assigned_at: str) -> tuple[dict[str, Any], str | None]:
+def assign(conn: sqlite3.Connection, unit: str, experiment: str, assigned_at: str) -> tuple[Assignment, str | None]:
     """Assign ``unit`` to ``experiment``: the assignment now, and the experiment it leaves (if another)."""
     current = conn.execute(
         "SELECT pioreactor_unit, experiment, assigned_at FROM experiment_worker_assignments WHERE pioreactor_unit = ?", (unit,)
@@ -100,7 +144,7 @@ def assign(conn: sqlite3.Connection, unit: str, experiment: str, assigned_at: st
         "INSERT INTO experiment_worker_assignments (pioreactor_unit, experiment, assigned_at) VALUES (?, ?, ?)",
         (unit, experiment, assigned_at),
     )
-    assignment = {"pioreactor_unit": unit, "experiment": experiment, "assigned_at": assigned_at}
+    assignment: Assignment = {"pioreactor_unit": unit, "experiment": experiment, "assigned_at": assigned_at}
     return assignment, current["experiment"] if current is not None else None
 
 
@@ -127,7 +171,7 @@ def unassign_all(conn: sqlite3.Connection) -> list[str]:
     return sorted(row["pioreactor_unit"] for row in rows)
 
 
-def historical_assignments(conn: sqlite3.Connection, experiment: str) -> list[dict[str, Any]]:
+def historical_assignments(conn: sqlite3.Connection, experiment: str) -> list[HistoricalAssignment]:
     """Every unit ever assigned to ``experiment``, and whether it still is."""
     return conn.execute(
         """SELECT pioreactor_unit, experiment, max(unassigned_at IS NULL) AS is_currently_assigned_to_experiment
