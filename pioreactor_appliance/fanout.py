@@ -103,16 +103,27 @@ class FanOut(Service):
         self._poll_interval = poll_interval
         self._pool = pool
         self._signer = signer
+        self._in_flight: set[Deferred[dict[str, dict[str, Any]]]] = set()
 
     def stopService(self) -> Deferred[None] | None:
+        """Cancel what is still on its way, so no request or timer outlives the service."""
         super().stopService()
+        for pending in list(self._in_flight):
+            pending.cancel()
         return self._pool.closeCachedConnections() if self._pool is not None else None
 
     def request(
         self, method: str, units: Sequence[str], path: str, json: Any = None, *, timeout: float | None = None
     ) -> Deferred[dict[str, dict[str, Any]]]:
         """Send one request to every unit; map each unit to its envelope, sorted by unit."""
-        return Deferred.fromCoroutine(self._request(method, units, path, json, timeout))
+        pending = Deferred.fromCoroutine(self._request(method, units, path, json, timeout))
+        self._in_flight.add(pending)
+
+        def done(result: Any) -> Any:
+            self._in_flight.discard(pending)
+            return result
+
+        return pending.addBoth(done)
 
     async def _request(
         self, method: str, units: Sequence[str], path: str, json_body: Any, timeout: float | None
@@ -126,6 +137,8 @@ class FanOut(Service):
         for unit, (ok, value) in zip(unique, outcomes):
             if ok:
                 envelopes[unit] = value
+            elif value.check(CancelledError):
+                envelopes[unit] = UnitFailure("task_timeout", f"The request to {unit} was cancelled.", retryable=True).envelope(unit)
             else:
                 self.log.failure("Fan-out to {unit} failed unexpectedly", value, unit=unit)
                 envelopes[unit] = UnitFailure("invalid_response", str(value.value)).envelope(unit)

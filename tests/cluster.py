@@ -16,10 +16,8 @@ from pioreactor_appliance.tap import Settings, build_service
 
 from .mosquitto import free_port, start_mosquitto
 
-# Every fan-out ends within a second of its request, none waiting for another, so a
-# test can let the fire-and-forget ones finish (settle) before the units stop.
-SETTLE_SECONDS = 1.5
-SETTLED_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\nfanout_concurrency=1000\n"
+# Fan-outs to units that are not running give up within a second.
+QUICK_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\n"
 
 
 class ClusterTestCase(TestCase):
@@ -42,7 +40,7 @@ class ClusterTestCase(TestCase):
             data_dir.mkdir(parents=True)
             (data_dir / "config.ini").write_text(
                 f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
-                f"[cluster.addresses]\n{addresses}[appliance]\n{SETTLED_FANOUT}{config}"
+                f"[cluster.addresses]\n{addresses}[appliance]\n{QUICK_FANOUT}{config}"
             )
             for name, text in (files or {}).items():
                 (data_dir / name).write_text(text)
@@ -63,10 +61,6 @@ class ClusterTestCase(TestCase):
         self.http = HTTPClient(Agent(reactor, pool=pool))
         for unit in self.ports:
             await self.call("PUT", "leader", "/api/workers", json={"pioreactor_unit": unit}, expect=201)
-
-    async def settle(self) -> None:
-        """Wait out the fan-outs that requests started and nobody awaits (see SETTLED_FANOUT)."""
-        await deferLater(reactor, SETTLE_SECONDS)
 
     def url(self, unit: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[unit]}{path}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -35,7 +35,10 @@ def fan_out_logged(fanout: FanOutClient, method: str, units: list[str], path: st
         return envelopes
 
     def failed(failure: Failure) -> dict[str, Any]:
-        log.failure("{method} {path} to {units} failed", failure, method=method, path=path, units=units)
+        if failure.check(CancelledError):
+            log.info("{method} {path} to {units} was cancelled: the leader is stopping", method=method, path=path, units=units)
+        else:
+            log.failure("{method} {path} to {units} failed", failure, method=method, path=path, units=units)
         return {}
 
     if not units:

@@ -162,7 +162,7 @@ class ExperimentsApi:
             raise store.experiment_not_found(experiment)
         return await self._experiment(experiment)
 
-    @route(app, "/api/experiments/<experiment>", ["DELETE"], returns=Accepted, status=202)
+    @route(app, "/api/experiments/<experiment>", ["DELETE"], returns=Accepted, status=202, expensive=True)
     async def delete_experiment(self, request: IRequest, experiment: str) -> Reply:
         """Stop the experiment's jobs everywhere, then delete it and all its data in a task."""
         await self._db.run(store.require_experiment, experiment)

@@ -47,7 +47,7 @@ class UnitsApi:
         task = self._tasks.submit(lambda: self._fanout.request(method, units, path))
         return Reply(self._tasks.accepted(task), code=202)
 
-    @route(app, "/api/units/<unit>/versions/app", ["GET"], returns=Accepted, status=202)
+    @route(app, "/api/units/<unit>/versions/app", ["GET"], returns=Accepted, status=202, expensive=True)
     async def versions(self, request: IRequest, unit: str) -> Any:
         """Each unit's appliance version; the task result maps each unit to its envelope."""
         return self._fan_out("GET", await self._targets(unit), "/unit_api/versions/app")

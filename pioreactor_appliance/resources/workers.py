@@ -237,7 +237,7 @@ class WorkersApi:
         cache_for(request, 2)
         return await self._db.run(store.all_assignments)
 
-    @route(app, "/api/workers/assignments", ["DELETE"], returns=Accepted, status=202)
+    @route(app, "/api/workers/assignments", ["DELETE"], returns=Accepted, status=202, expensive=True)
     async def unassign_all(self, request: IRequest) -> Reply:
         """Unassign every worker now; a task clears their MQTT assignments and stops all jobs on every worker."""
         unassigned, workers = await self._db.run(_unassign_all)
@@ -271,7 +271,7 @@ class WorkersApi:
             fan_out_logged(self._fanout, "POST", [unit], "/unit_api/jobs/stop", {"experiment": left})
         return assignment
 
-    @route(app, "/api/experiments/<experiment>/workers", ["DELETE"], returns=Accepted, status=202)
+    @route(app, "/api/experiments/<experiment>/workers", ["DELETE"], returns=Accepted, status=202, expensive=True)
     async def unassign_experiment(self, request: IRequest, experiment: str) -> Reply:
         """Unassign the experiment's workers now; a task clears their MQTT assignments and stops its jobs."""
         unassigned, workers = await self._db.run(_unassign_experiment, experiment)

@@ -14,6 +14,9 @@ from pioreactor_appliance.openapi import document
 from ..helpers import LeaderApiTestCase, build_unit, request, response_of
 
 
+AS_PIO1 = {b"host": [b"pio1.local"]}  # build_unit's unit: its policy answers only to its own names
+
+
 class ServedTests(TestCase):
     def stub(self, role: str) -> tuple[StubTreq, Any]:
         router = build_unit(self, role).getServiceNamed("http").factory.resource
@@ -22,23 +25,23 @@ class ServedTests(TestCase):
     async def test_leader_serves_both_documents(self) -> None:
         stub, router = self.stub("leader")
         for prefix, title in (("/api", "Pioreactor leader API"), ("/unit_api", "Pioreactor unit API")):
-            code, body = await request(stub, "GET", f"{prefix}/openapi.json")
+            code, body = await request(stub, "GET", f"{prefix}/openapi.json", headers=AS_PIO1)
             self.assertEqual(code, 200)
             self.assertEqual(body, document(router.routes(), prefix, Limits.defaults(), title))
             self.assertIn(f"{prefix}/openapi.json", body["paths"])
 
     async def test_worker_serves_its_own_and_refers_api_to_the_leader(self) -> None:
         stub, _ = self.stub("worker")
-        code, body = await request(stub, "GET", "/unit_api/openapi.json")
+        code, body = await request(stub, "GET", "/unit_api/openapi.json", headers=AS_PIO1)
         self.assertEqual((code, body["info"]["title"]), (200, "Pioreactor unit API"))
         self.assertTrue(all(path.startswith("/unit_api/") for path in body["paths"]))
-        code, body = await request(stub, "GET", "/api/openapi.json")
+        code, body = await request(stub, "GET", "/api/openapi.json", headers=AS_PIO1)
         self.assertEqual(code, 404)
         self.assertIn("/unit_api", body["remediation"])
 
     async def test_other_methods_are_json_405(self) -> None:
         stub, _ = self.stub("leader")
-        response = await response_of(stub, "POST", "/api/openapi.json", json={"openapi": "3.1.0"})
+        response = await response_of(stub, "POST", "/api/openapi.json", json={"openapi": "3.1.0"}, headers=AS_PIO1)
         self.assertEqual(response.code, 405)
         self.assertEqual(response.headers.getRawHeaders(b"allow"), [b"GET, HEAD"])
         self.assertEqual((await response.json())["error_info"]["status"], 405)

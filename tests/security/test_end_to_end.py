@@ -107,3 +107,17 @@ class ClusterSecretTests(ClusterTestCase):
         await self.call("GET", "pio1", "/unit_api/versions/app", expect=401, headers=genuine)  # a replay
         await self.call("GET", "pio1", "/unit_api/health", expect=200)
 
+
+
+class RateLimitTests(ClusterTestCase):
+    async def test_expensive_routes_are_limited_per_client_and_cheap_ones_are_not(self) -> None:
+        await self.start_cluster(["pio1"], config="[limits]\nexpensive_per_minute=1\nexpensive_burst=2\n")
+        for _ in range(2):
+            await self.call("GET", "leader", "/api/units/$broadcast/versions/app", expect=202)
+        response = await self.http.get(self.url("leader", "/api/units/$broadcast/versions/app"))
+        body = await response.json()
+        self.assertEqual(response.code, 429, body)
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"60"])
+        self.assertIn("expensive_per_minute", body["remediation"])
+        for _ in range(5):
+            await self.call("GET", "leader", "/api/workers", expect=200)
