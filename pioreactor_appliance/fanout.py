@@ -138,7 +138,7 @@ class FanOut(Service):
             if ok:
                 envelopes[unit] = value
             elif value.check(CancelledError):
-                envelopes[unit] = UnitFailure("task_timeout", f"The request to {unit} was cancelled.", retryable=True).envelope(unit)
+                envelopes[unit] = _cancelled(unit)
             else:
                 self.log.failure("Fan-out to {unit} failed unexpectedly", value, unit=unit)
                 envelopes[unit] = UnitFailure("invalid_response", str(value.value)).envelope(unit)
@@ -152,8 +152,10 @@ class FanOut(Service):
     def _as_envelope(self, failure: Any, unit: str, timeout: float) -> dict[str, Any]:
         if failure.check(UnitFailure):
             return failure.value.envelope(unit)
-        if failure.check(TimeoutError, CancelledError):
+        if failure.check(TimeoutError):
             return UnitFailure("task_timeout", f"{unit} did not answer within {timeout:g} s.", retryable=True).envelope(unit)
+        if failure.check(CancelledError):
+            return _cancelled(unit)
         if failure.check(ResponseTooLarge):
             return UnitFailure("invalid_response", f"{unit}'s answer is larger than {MAX_RESPONSE_BYTES} bytes.").envelope(unit)
         return UnitFailure(
@@ -197,6 +199,10 @@ class FanOut(Service):
             if code != 202:
                 raise _http_failure(code, body)
             await deferLater(self._clock, self._poll_interval)
+
+
+def _cancelled(unit: str) -> dict[str, Any]:
+    return UnitFailure("task_timeout", f"The request to {unit} was cancelled: the leader is stopping.", retryable=True).envelope(unit)
 
 
 def _http_failure(code: int, body: Any) -> UnitFailure:

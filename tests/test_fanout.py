@@ -206,6 +206,21 @@ class FanOutTests(SynchronousTestCase):
         self.run_request(["ok"])
         self.assertEqual(self.units.received[0][3], {TIMESTAMP_HEADER: None, NONCE_HEADER: None, SIGNATURE_HEADER: None})
 
+    def test_stopping_cancels_requests_in_flight_and_their_timers(self) -> None:
+        self.fanout.startService()
+        d = self.fanout.request("GET", ["hangs", "hangs1"], "/unit_api/versions/app")
+        self.stub.flush()
+        self.assertNoResult(d)
+        self.assertTrue(self.clock.getDelayedCalls())
+        self.fanout.stopService()
+        envelopes = self.successResultOf(d)
+        self.assertEqual({unit: e["error"]["message"] for unit, e in envelopes.items()}, {
+            "hangs": "The request to hangs was cancelled: the leader is stopping.",
+            "hangs1": "The request to hangs1 was cancelled: the leader is stopping.",
+        })
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.flushLoggedErrors(), [], "a cancellation is not an error")
+
     def test_duplicate_units_are_asked_once(self) -> None:
         self.assertEqual(list(self.run_request(["ok", "ok"])), ["ok"])
 
