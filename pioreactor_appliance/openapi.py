@@ -67,15 +67,16 @@ ERROR_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-# Answers any route may give: from the router (404, 405) and from the request policy (401, 403, 429).
-_ALWAYS = (401, 403, 404, 405, 429)
+# Answers any route may give: from the router (404, 405) and from the request policy (401, 403, 414, 429).
+_ALWAYS = (401, 403, 404, 405, 414, 429)
 _WHY: dict[int, str] = {
     400: "A path parameter, query parameter or the body is invalid; the cause names which.",
-    401: "Credentials are missing or wrong.",
-    403: "These credentials may not call this route.",
+    401: "Credentials, or the cluster signature a unit asks of writes, are missing or wrong (docs/security.md).",
+    403: "Refused as a cross-site write, or sent to a Host name this unit does not answer to.",
     404: "Nothing matches; the cause says what is missing.",
     405: "The method is not served on this path; the Allow header lists those that are.",
     413: "The body is larger than this route's limit.",
+    414: "The query string is longer than this unit's limit.",
     415: "The body is not JSON.",
     429: "Too many requests from this client; wait and retry.",
 }

@@ -92,10 +92,8 @@ def run(options: Options, stdin: TextIO, stdout: TextIO) -> None:
         return
     credentials = Credentials.load(data_dir)
     if command == "list":
-        for token in credentials.tokens:
-            stdout.write(f"token {token.name}\n")
-        for user in credentials.users:
-            stdout.write(f"user {user.username}\n")
+        stdout.writelines(f"token {token.name}\n" for token in credentials.tokens)
+        stdout.writelines(f"user {user.username}\n" for user in credentials.users)
         return
     if command == "token":
         credentials, token = credentials.with_token(sub["name"])

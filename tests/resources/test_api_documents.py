@@ -13,7 +13,6 @@ from pioreactor_appliance.openapi import document
 
 from ..helpers import LeaderApiTestCase, build_unit, request, response_of
 
-
 AS_PIO1 = {b"host": [b"pio1.local"]}  # build_unit's unit: its policy answers only to its own names
 
 
