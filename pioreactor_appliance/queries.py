@@ -28,6 +28,13 @@ _FALSE = {"false", "0", "no"}
 _NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
 
+def check_query_class(cls: type) -> None:
+    """Refuse, when a route is declared, a field this module cannot parse."""
+    for field in attrs.fields(attrs.resolve_types(cls)):
+        if field.type not in _NAMES:
+            raise TypeError(f"{cls.__name__}.{field.name}: a query parameter is int, float, bool or str, not {field.type!r}")
+
+
 def limits_of(request: IRequest) -> Limits:
     """The limits of the site serving ``request``; the shipped ones on a bare test site."""
     limits = getattr(getattr(request, "site", None), "limits", None)

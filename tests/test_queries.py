@@ -9,7 +9,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from pioreactor_appliance.errors import ApiError
 from pioreactor_appliance.limits import Limits
-from pioreactor_appliance.queries import read_query
+from pioreactor_appliance.queries import check_query_class, read_query
 
 
 @define
@@ -34,6 +34,17 @@ def request(**args: list[bytes]) -> DummyRequest:
     r.args = {name.encode(): values for name, values in args.items()}
     r.site = FakeSite()
     return r
+
+
+class DeclarationTests(SynchronousTestCase):
+    def test_a_field_type_that_cannot_be_parsed_is_refused_at_declaration(self) -> None:
+        @define
+        class Loose:
+            unit: str | None = None
+
+        with self.assertRaisesRegex(TypeError, "Loose.unit: a query parameter is int, float, bool or str"):
+            check_query_class(Loose)
+        check_query_class(SeriesQuery)
 
 
 class ReadQueryTests(SynchronousTestCase):

@@ -29,7 +29,7 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from zope.interface import implementer
 
 from ..bodies import read_body
-from ..queries import read_query
+from ..queries import check_query_class, read_query
 from ..errors import ApiError
 from ..limits import Limits
 
@@ -135,6 +135,9 @@ def route(
     by_capability: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a JSON route: decode ``body`` and ``query`` strictly, render the result or the error as JSON."""
+
+    if query is not None:
+        check_query_class(query)
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
         info = RouteInfo(
