@@ -147,15 +147,15 @@ class AppliancePolicy:
         self._check_host(request)
         self._check_origin(request)
         size = self._check_body(request, info)
-        if self.verifier is None:
-            return self._admit_caller(request, info, "")
+        if not self._signature_to_check(request, info):
+            return self._admit_caller(request, info, None)
         if size > HASH_IN_THREAD_BYTES:
             return self.in_thread(_digest, request).addCallback(lambda digest: self._admit_caller(request, info, digest))
         return self._admit_caller(request, info, _digest(request))
 
-    def _admit_caller(self, request: IRequest, info: RouteInfo, digest: str) -> Deferred[None] | None:
-        cluster = self._check_signature(request, info, digest)
-        if cluster:
+    def _admit_caller(self, request: IRequest, info: RouteInfo, digest: str | None) -> Deferred[None] | None:
+        if digest is not None:
+            self._check_signature(request, digest)
             return None  # the leader: authenticated, and not rate limited by its own units
         if self._needs_user(info):
             pending = self._check_user(request)
@@ -213,18 +213,20 @@ class AppliancePolicy:
             raise body_too_large(limit, key)
         return size
 
-    def _check_signature(self, request: IRequest, info: RouteInfo, digest: str) -> bool:
-        """True when the leader signed the request; raises when a signature is required or forged."""
+    def _signature_to_check(self, request: IRequest, info: RouteInfo) -> bool:
+        """Whether the request carries a cluster signature, or must: then its body is hashed and the signature checked."""
         if self.verifier is None:
             return False
-        signed = request.getHeader(SIGNATURE_HEADER) is not None
-        required = (
+        if request.getHeader(SIGNATURE_HEADER) is not None:
+            return True  # a forged signature is refused even where none is required
+        return (
             request.path.startswith(b"/unit_api/")
             and not info.public
             and (request.method in STATE_CHANGING or (self.sign_reads and not info.by_capability))
         )
-        if not signed and not required:
-            return False
+
+    def _check_signature(self, request: IRequest, digest: str) -> None:
+        assert self.verifier is not None
         headers = {name: request.getHeader(name) for name in (TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)}
         try:
             self.verifier.verify(request.method.decode("ascii"), request.uri.decode("latin-1"), digest, headers)
@@ -237,7 +239,6 @@ class AppliancePolicy:
                 "cluster_secret file matches the leader's and that the clocks agree.",
                 headers={b"www-authenticate": b'PioreactorHMAC realm="pioreactor cluster"'},
             ) from None
-        return True
 
     def _needs_user(self, info: RouteInfo) -> bool:
         if info.public or self.auth == "off":
