@@ -1,0 +1,71 @@
+"""The HAT's I2C devices: the RP2040 (photodiode ADC, LED DAC, firmware version) and the TMP1075.
+
+Each read is one pigpio call on the hardware thread. I2C handles belong to one
+pigpio connection, so a device opens its handle again after a reconnection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from .connection import PigpioConnection
+from .hat import I2C_BUS, RP2040_ADDRESS, TMP1075_ADDRESS
+
+ADC_FULL_SCALE = 3.3
+ADC_COUNTS = 4095
+
+
+class I2cDevice:
+    def __init__(self, connection: PigpioConnection, address: int, bus: int = I2C_BUS) -> None:
+        self._connection = connection
+        self.address, self.bus = address, bus
+        self._handles: tuple[Any, int] | None = None
+
+    def _handle(self, pi: Any) -> int:
+        if self._handles is None or self._handles[0] is not pi:
+            self._handles = (pi, pi.i2c_open(self.bus, self.address))
+        return self._handles[1]
+
+    def read_register(self, register: int, count: int) -> Deferred[bytes]:
+        def read(pi: Any) -> bytes:
+            got, data = pi.i2c_read_i2c_block_data(self._handle(pi), register, count)
+            if got != count:
+                raise OSError(f"I2C 0x{self.address:02x}: read {got} of {count} bytes from register {register}")
+            return bytes(data)
+
+        return self._connection.call(read)
+
+    def write_byte(self, register: int, value: int) -> Deferred[None]:
+        return self._connection.call(lambda pi: pi.i2c_write_byte_data(self._handle(pi), register, value))
+
+
+class Rp2040(I2cDevice):
+    """The current HAT's microcontroller: ADC channels (pointer channel+4), LED DAC, version at 0x08."""
+
+    def __init__(self, connection: PigpioConnection, *, firmware_scale: int = 32) -> None:
+        super().__init__(connection, RP2040_ADDRESS)
+        self._scale = firmware_scale
+
+    def read_volts(self, channel: int) -> Deferred[float]:
+        def volts(data: bytes) -> float:
+            return int.from_bytes(data, "little") / (ADC_COUNTS * self._scale) * ADC_FULL_SCALE
+
+        return self.read_register(channel + 4, 2).addCallback(volts)
+
+    def firmware_version(self) -> Deferred[tuple[int, int]]:
+        return self.read_register(0x08, 2).addCallback(lambda data: (data[1], data[0]))
+
+    def set_led(self, channel: int, percent: float) -> Deferred[None]:
+        if channel not in range(4) or not 0 <= percent <= 100:
+            raise ValueError(f"LED channel 0-3 and intensity 0-100 %, not {channel} and {percent}")
+        return self.write_byte(channel, round(percent * 2.55))
+
+
+class Tmp1075(I2cDevice):
+    def __init__(self, connection: PigpioConnection) -> None:
+        super().__init__(connection, TMP1075_ADDRESS)
+
+    def read_celsius(self) -> Deferred[float]:
+        return self.read_register(0x00, 2).addCallback(lambda data: ((data[0] << 4) + (data[1] >> 4)) * 0.0625)

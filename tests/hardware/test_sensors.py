@@ -1,0 +1,46 @@
+"""The RP2040 and TMP1075 register conversions, and I2C handles across reconnections."""
+
+from __future__ import annotations
+
+import pigpio
+from twisted.trial.unittest import TestCase
+
+from pioreactor_appliance.hardware.sensors import Rp2040, Tmp1075
+
+from .fakes import FakePi, connect_fake
+
+
+class SensorTests(TestCase):
+    async def test_rp2040_adc_volts_version_and_leds(self) -> None:
+        raw = round(1.65 / 3.3 * 4095 * 32)
+        pi = FakePi({(0x2C, 6): raw.to_bytes(2, "little"), (0x2C, 0x08): bytes([4, 0])})
+        rp2040 = Rp2040(await connect_fake(self, pi))
+        self.assertAlmostEqual(await rp2040.read_volts(2), 1.65, places=4)
+        self.assertEqual(await rp2040.firmware_version(), (0, 4))
+        await rp2040.set_led(0, 40)
+        self.assertEqual(pi.registers[(0x2C, 0)], bytes([102]))
+        await rp2040.set_led(1, 100)
+        self.assertEqual(pi.registers[(0x2C, 1)], bytes([255]))
+        self.assertEqual(pi.calls.count(("i2c_open", 1, 0x2C)), 1, "one handle per connection")
+        with self.assertRaises(ValueError):
+            rp2040.set_led(4, 10)
+        with self.assertRaises(ValueError):
+            rp2040.set_led(0, 101)
+
+    async def test_tmp1075_celsius(self) -> None:
+        # 37.5 °C = 600 * 0.0625 -> 600 << 4 = 0x2580
+        pi = FakePi({(0x4F, 0): bytes([0x25, 0x80])})
+        self.assertEqual(await Tmp1075(await connect_fake(self, pi)).read_celsius(), 37.5)
+
+    async def test_a_short_read_is_an_error(self) -> None:
+        pi = FakePi({(0x4F, 0): bytes([0x25])})
+        with self.assertRaisesRegex(OSError, "read 1 of 2 bytes"):
+            await Tmp1075(await connect_fake(self, pi)).read_celsius()
+
+    async def test_a_device_error_is_pigpios(self) -> None:
+        pi = FakePi()
+        pi.fail_with = pigpio.error("I2C read failed")
+        connection = await connect_fake(self, pi)
+        with self.assertRaises(pigpio.error):
+            await Tmp1075(connection).read_celsius()
+        self.assertTrue(connection.connected)
