@@ -69,3 +69,35 @@ class Tmp1075(I2cDevice):
 
     def read_celsius(self) -> Deferred[float]:
         return self.read_register(0x00, 2).addCallback(lambda data: ((data[0] << 4) + (data[1] >> 4)) * 0.0625)
+
+
+# ADS1114 full-scale ranges by PGA setting (config bits 11:9).
+ADS_FULL_SCALE = {0: 6.144, 1: 4.096, 2: 2.048, 3: 1.024, 4: 0.512, 5: 0.256}
+ADS_CONTINUOUS_128_SPS = 0x0083  # continuous conversion, 128 SPS, comparator off
+
+
+class Ads1114(I2cDevice):
+    """One photodiode's ADC on v1.5 models: config register 0x01, conversion register 0x00 (big-endian, signed)."""
+
+    def __init__(self, connection: PigpioConnection, address: int) -> None:
+        super().__init__(connection, address)
+        self.gain = 1
+
+    def set_gain(self, gain: int) -> Deferred[None]:
+        if gain not in ADS_FULL_SCALE:
+            raise ValueError(f"ADS1114 gain setting is 0-5, not {gain}")
+        config = (gain << 9) | ADS_CONTINUOUS_128_SPS
+
+        def write(pi: Any) -> None:
+            pi.i2c_write_i2c_block_data(self._handle(pi), 0x01, [config >> 8, config & 0xFF])
+
+        def done(_: None) -> None:
+            self.gain = gain
+
+        return self._connection.call(write).addCallback(done)
+
+    def read_volts(self) -> Deferred[float]:
+        def volts(data: bytes) -> float:
+            return int.from_bytes(data, "big", signed=True) / 32767 * ADS_FULL_SCALE[self.gain]
+
+        return self.read_register(0x00, 2).addCallback(volts)

@@ -45,6 +45,23 @@ class FakePi:
         self.duty[gpio] = value
         return 0
 
+    def set_mode(self, gpio: int, mode: int) -> int:
+        self._record("mode", gpio, mode)
+        return 0
+
+    def set_pull_up_down(self, gpio: int, pud: int) -> int:
+        self._record("pud", gpio, pud)
+        return 0
+
+    def write(self, gpio: int, level: int) -> int:
+        self._record("write", gpio, level)
+        return 0
+
+    def i2c_write_i2c_block_data(self, handle: int, register: int, data: list[int]) -> int:
+        self._record("i2c_write_block", handle, register, list(data))
+        self.registers[(handle, register)] = bytes(data)
+        return 0
+
     def callback(self, gpio: int, edge: int, f: Callable[[int, int, int], None]) -> None:
         self._record("callback", gpio, edge)
         self.callbacks.append((gpio, edge, f))

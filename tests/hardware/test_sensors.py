@@ -5,7 +5,7 @@ from __future__ import annotations
 import pigpio
 from twisted.trial.unittest import TestCase
 
-from pioreactor_appliance.hardware.sensors import Rp2040, Tmp1075
+from pioreactor_appliance.hardware.sensors import Ads1114, Rp2040, Tmp1075
 
 from .fakes import FakePi, connect_fake
 
@@ -44,3 +44,16 @@ class SensorTests(TestCase):
         with self.assertRaises(pigpio.error):
             await Tmp1075(connection).read_celsius()
         self.assertTrue(connection.connected)
+
+
+class Ads1114Tests(TestCase):
+    async def test_gain_config_and_signed_big_endian_conversion(self) -> None:
+        pi = FakePi({(0x48, 0x00): (16384).to_bytes(2, "big", signed=True)})
+        ads = Ads1114(await connect_fake(self, pi), 0x48)
+        await ads.set_gain(2)
+        self.assertEqual(pi.registers[(0x48, 0x01)], bytes([0x04, 0x83]))
+        self.assertAlmostEqual(await ads.read_volts(), 16384 / 32767 * 2.048)
+        pi.registers[(0x48, 0x00)] = (-100).to_bytes(2, "big", signed=True)
+        self.assertLess(await ads.read_volts(), 0)
+        with self.assertRaises(ValueError):
+            ads.set_gain(6)
