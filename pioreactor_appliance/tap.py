@@ -24,6 +24,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from .config import Config, ConfigError
 from .errors import ApiError
 from .fanout import FanOut, UnitAddresses
+from .hardware.connection import PigpioConnection
+from .hardware.unit import Hardware, HardwareSettings
 from .mqtt import MqttClient, Will, parse_hostport
 from .presence import Presence, state_topic
 from .resources.api_documents import api_documents
@@ -68,6 +70,10 @@ class Options(usage.Options):
         except PolicyError as e:
             raise usage.UsageError(f"bad security settings: {e}") from None
         try:
+            HardwareSettings.from_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"bad hardware settings: {e}") from None
+        try:
             if self["mqtt"] is None:
                 config = self["config"]
                 self["mqtt"] = f"{config.get_str('mqtt', 'broker_address')}:{config.get_int('mqtt', 'broker_port')}"
@@ -96,6 +102,8 @@ class Settings:
 
 class OrderedServices(MultiService):
     """A MultiService that stops its children one at a time, last started first.
+
+    ``hardware`` holds the unit's drivers for the job manager.
 
     ``MultiService`` stops them all at once, which would let MQTT disconnect
     while the unit's goodbye is still waiting for the broker's acknowledgement.
@@ -137,6 +145,12 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
         db = Database(settings.data_dir / DATABASE_NAME, reactor)
         db.setName("database")
         db.setServiceParent(top)
+
+    hardware_connection = PigpioConnection(reactor, *settings.pigpio)
+    hardware_connection.setName("hardware")
+    hardware_connection.setServiceParent(top)
+    # Building the drivers registers each output's safe state: off on every connection and at stop.
+    top.hardware = Hardware.build(hardware_connection, HardwareSettings.from_config(config), reactor)
 
     host, port = settings.mqtt
     username = config.get("mqtt", "username") or None

@@ -81,6 +81,23 @@ class OptionsTests(SynchronousTestCase):
             (self.data_dir / name).unlink()
         self.parse("--unit", "pio1")
 
+    def test_bad_hardware_settings_stop_start_up(self) -> None:
+        cases = [
+            ("[hardware]\nmodel=pioreactor_99ml\n", "not a known model"),
+            ("[hardware]\nhat_version=new\n", "hat_version must look like 1.2"),
+            ("[hardware]\nheater_max_duty=150\n", "heater_max_duty is a percentage"),
+            ("[hardware]\npump_max_seconds=long\n", "pump_max_seconds must be a number"),
+            ("[PWM]\n5=stirring\n", "channel 5 is the heater's"),
+            ("[PWM]\n1=waste\n", "no channel for stirring"),
+            ("[PWM]\n2=stirring\n", "stirring on channels 1 and 2"),
+            ("[PWM]\n7=media\n2=nothing\n", "media must be on channel 1-4, not '7'"),
+        ]
+        for text, words in cases:
+            (self.data_dir / "unit_config.ini").write_text(text)
+            with self.assertRaises(UsageError) as caught:
+                self.parse("--unit", "pio1")
+            self.assertIn(words, str(caught.exception))
+
 
 class ServiceTreeTests(SynchronousTestCase):
     def build(self, role: str) -> tuple[list[str], object]:
@@ -89,7 +106,7 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_leader_tree(self) -> None:
         names, http = self.build("leader")
-        self.assertEqual(names, ["database", "mqtt", "presence", "tasks", "fanout", "http"])
+        self.assertEqual(names, ["database", "hardware", "mqtt", "presence", "tasks", "fanout", "http"])
         site = http.factory
         self.assertIsInstance(site, ApplianceSite)
         self.assertFalse(site.displayTracebacks)
@@ -99,7 +116,7 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_worker_tree_has_no_leader_parts(self) -> None:
         names, http = self.build("worker")
-        self.assertEqual(names, ["mqtt", "presence", "tasks", "http"])
+        self.assertEqual(names, ["hardware", "mqtt", "presence", "tasks", "http"])
         paths = {info.path for info in http.factory.resource.routes()}
         self.assertEqual({p for p in paths if p.startswith("/api")}, set())
         self.assertIn("/unit_api/task_results/<task_id>", paths)

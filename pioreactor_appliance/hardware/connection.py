@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pigpio
 from attrs import define
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -94,6 +94,8 @@ class PigpioConnection(Service):
         self._try_connect()
 
     def stopService(self) -> Deferred[None]:
+        if not self._pool.started:
+            return succeed(None)  # already stopped (a parent may stop its children twice)
         super().stopService()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
@@ -165,6 +167,8 @@ def _discard(pi: Any) -> None:
 
 
 def _open_pigpio(host: str, port: int) -> Any:
+    # pigpio connects with no timeout; probe first so an unreachable host fails in seconds, not minutes.
+    socket.create_connection((host, port), timeout=CALL_TIMEOUT_SECONDS).close()
     pi = pigpio.pi(host, port, show_errors=False)
     if not pi.connected:
         raise ConnectionRefusedError(f"no pigpiod answers at {host}:{port}")

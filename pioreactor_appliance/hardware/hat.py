@@ -40,11 +40,15 @@ class Hat:
 
 
 def channel_of(config: Config, device: str) -> int:
-    """The PWM channel ``[PWM]`` gives ``device`` (stirring, media, alt_media, waste)."""
-    for channel, name in config.section("PWM").items():
-        if name == device:
-            try:
-                return int(channel)
-            except ValueError:
-                raise ConfigError(f"[PWM] keys are channel numbers 1-4, not {channel!r}") from None
-    raise ConfigError(f"[PWM] names no channel for {device}")
+    """The one PWM channel ``[PWM]`` gives ``device`` (stirring, media, alt_media, waste)."""
+    section = config.section("PWM")
+    if section.get(str(HEATER_CHANNEL), "heating") != "heating":
+        raise ConfigError(f"[PWM] channel {HEATER_CHANNEL} is the heater's, not {section[str(HEATER_CHANNEL)]!r}")
+    channels = [channel for channel, name in section.items() if name == device]
+    if not channels:
+        raise ConfigError(f"[PWM] names no channel for {device}")
+    if len(channels) > 1:
+        raise ConfigError(f"[PWM] names {device} on channels {' and '.join(channels)}; give it one")
+    if channels[0] not in ("1", "2", "3", "4"):
+        raise ConfigError(f"[PWM] {device} must be on channel 1-4, not {channels[0]!r}")
+    return int(channels[0])
