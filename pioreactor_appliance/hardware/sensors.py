@@ -101,3 +101,22 @@ class Ads1114(I2cDevice):
             return int.from_bytes(data, "big", signed=True) / 32767 * ADS_FULL_SCALE[self.gain]
 
         return self.read_register(0x00, 2).addCallback(volts)
+
+
+class Dac43608(I2cDevice):
+    """The LED driver of HATs up to 1.0: channels A-D at registers 8-11, the 8-bit code in bits 11:4 (big-endian)."""
+
+    ADDRESS = 0x49
+
+    def __init__(self, connection: PigpioConnection) -> None:
+        super().__init__(connection, self.ADDRESS)
+
+    def set_led(self, channel: int, percent: float) -> Deferred[None]:
+        if channel not in range(4) or not 0 <= percent <= 100:
+            raise ValueError(f"LED channel 0-3 and intensity 0-100 %, not {channel} and {percent}")
+        word = round(percent * 2.55) << 4
+
+        def write(pi: Any) -> None:
+            pi.i2c_write_i2c_block_data(self._handle(pi), 8 + channel, [word >> 8, word & 0xFF])
+
+        return self._connection.call(write)

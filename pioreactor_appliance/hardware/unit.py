@@ -11,7 +11,7 @@ from .connection import PigpioConnection
 from .hat import HEATER_CHANNEL, HEATER_HZ, PUMP_HZ, PWM_PINS, STIRRING_HZ, Hat, channel_of
 from .outputs import Heater, Pump, PwmOutput
 from .panel import OnboardLed
-from .sensors import Rp2040, Tmp1075
+from .sensors import Dac43608, Rp2040, Tmp1075
 from .tachometer import Tachometer
 
 PUMPS = ("media", "alt_media", "waste")
@@ -57,11 +57,13 @@ class Hardware:
     tachometer: Tachometer
     led: OnboardLed
     rp2040: Rp2040 | None
+    leds: Rp2040 | Dac43608
     temperature: Tmp1075
 
     @classmethod
     def build(cls, connection: PigpioConnection, settings: HardwareSettings, clock: IReactorTime) -> Hardware:
         pins, model = settings.pins, settings.model
+        rp2040 = Rp2040(connection) if settings.hat.has_rp2040 else None
         return cls(
             stirring=PwmOutput(connection, "stirring", pins["stirring"], STIRRING_HZ),
             heater=Heater(
@@ -75,6 +77,7 @@ class Hardware:
             pumps={name: Pump(connection, name, pins[name], PUMP_HZ, clock, max_seconds=settings.pump_max_seconds) for name in PUMPS},
             tachometer=Tachometer(connection, settings.hat.hall_gpio, clock),
             led=OnboardLed(connection, settings.hat.led_gpio),
-            rp2040=Rp2040(connection) if settings.hat.has_rp2040 else None,
+            rp2040=rp2040,
+            leds=rp2040 or Dac43608(connection),
             temperature=Tmp1075(connection),
         )

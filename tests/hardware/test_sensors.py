@@ -5,7 +5,7 @@ from __future__ import annotations
 import pigpio
 from twisted.trial.unittest import TestCase
 
-from pioreactor_appliance.hardware.sensors import Ads1114, Rp2040, Tmp1075
+from pioreactor_appliance.hardware.sensors import Ads1114, Dac43608, Rp2040, Tmp1075
 
 from .fakes import FakePi, connect_fake
 
@@ -57,3 +57,15 @@ class Ads1114Tests(TestCase):
         self.assertLess(await ads.read_volts(), 0)
         with self.assertRaises(ValueError):
             ads.set_gain(6)
+
+
+class Dac43608Tests(TestCase):
+    async def test_code_in_bits_11_to_4_of_channel_registers(self) -> None:
+        pi = FakePi()
+        dac = Dac43608(await connect_fake(self, pi))
+        await dac.set_led(1, 100)
+        self.assertEqual(pi.registers[(0x49, 9)], bytes([0x0F, 0xF0]))
+        await dac.set_led(0, 0)
+        self.assertEqual(pi.registers[(0x49, 8)], bytes([0, 0]))
+        with self.assertRaises(ValueError):
+            dac.set_led(4, 1)
