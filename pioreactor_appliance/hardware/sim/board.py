@@ -75,9 +75,9 @@ class Board:
     observers: list[LevelObserver] = attrs.field(factory=list)
     _watchdogs: dict[int, tuple[float, IDelayedCall]] = attrs.field(factory=dict)
 
-    def tick(self) -> int:
-        """Microseconds mod 2^32, as pigpiod's TICK."""
-        return int(self.clock.seconds() * 1_000_000) & 0xFFFFFFFF
+    def tick(self, at: float | None = None) -> int:
+        """Microseconds mod 2^32, as pigpiod's TICK: now, or at a clock time ``at``."""
+        return int((self.clock.seconds() if at is None else at) * 1_000_000) & 0xFFFFFFFF
 
     def bank1(self) -> int:
         return sum(level << gpio for gpio, level in enumerate(self.levels[:USER_GPIO_COUNT]))
@@ -118,14 +118,16 @@ class Board:
         self.drive(gpio, level)
         return 0
 
-    def drive(self, gpio: int, level: int) -> None:
-        """Set a level from the board side (a sensor, a button); reports it when it changes."""
+    def drive(self, gpio: int, level: int, at: float | None = None) -> None:
+        """Set a level from the board side (a sensor, a button); reports it when it changes.
+
+        ``at`` is when the edge really happened, for a generator whose timer fired late."""
         if self.levels[gpio] == level:
             return
         self.levels[gpio] = level
         self._rearm_watchdog(gpio)
         if gpio < USER_GPIO_COUNT:
-            tick, levels = self.tick(), self.bank1()
+            tick, levels = self.tick(at), self.bank1()
             for observer in list(self.observers):
                 observer.level_changed(tick, levels, 1 << gpio)
 
