@@ -16,8 +16,9 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from pioreactor_appliance.hardware.sim.daemon import Daemon
+from pioreactor_appliance.hardware.sim import model as m
 from pioreactor_appliance.hardware.sim.devices import WordRegisters
+from pioreactor_appliance.hardware.sim.model import build_pioreactor
 from pioreactor_appliance.hardware.sim.protocol import Err
 from pioreactor_appliance.hardware.sim.server import PigpioFactory
 
@@ -25,9 +26,9 @@ from pioreactor_appliance.hardware.sim.server import PigpioFactory
 class RealClientTests(TestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.daemon = Daemon.create(self.clock)
+        self.daemon, self.model = build_pioreactor(self.clock, seed=3)
         self.device = WordRegisters(registers={0x00: 0x1234, 0x01: 0x8583})
-        self.daemon.i2c.attach(1, 0x48, self.device)
+        self.daemon.i2c.attach(1, 0x40, self.device)
         self.factory = PigpioFactory(self.daemon)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.wait_until, lambda: not self.factory.connections)
@@ -114,7 +115,7 @@ class RealClientTests(TestCase):
 
     async def test_i2c_register_transfers(self) -> None:
         pi = await self.connect()
-        handle = await self.call(pi.i2c_open, 1, 0x48)
+        handle = await self.call(pi.i2c_open, 1, 0x40)
         self.assertEqual(await self.call(pi.i2c_read_i2c_block_data, handle, 0x00, 2), (2, bytearray(b"\x12\x34")))
         await self.call(pi.i2c_write_i2c_block_data, handle, 0x01, [0x83, 0x02])
         self.assertEqual(self.device.registers[0x01], 0x8302)
@@ -134,7 +135,7 @@ class RealClientTests(TestCase):
         await self.fails(Err.I2C_WRITE_FAILED, pi.i2c_write_byte, absent, 0)
         await self.call(pi.i2c_close, handle)
         await self.fails(Err.BAD_HANDLE, pi.i2c_read_byte, handle)
-        await self.fails(Err.BAD_I2C_BUS, pi.i2c_open, 2, 0x48)
+        await self.fails(Err.BAD_I2C_BUS, pi.i2c_open, 2, 0x40)
         await self.fails(Err.BAD_I2C_ADDR, pi.i2c_open, 1, 0x80)
 
     async def test_garbage_and_truncated_input_leave_the_server_serving(self) -> None:
@@ -147,3 +148,17 @@ class RealClientTests(TestCase):
         pi = await self.connect()
         await self.call(pi.write, 23, 1)
         self.assertEqual(await self.call(pi.read, 23), 1)
+
+    async def test_a_photodiode_reading_flows_from_the_model_to_the_client(self) -> None:
+        pi = await self.connect()
+        hat = await self.call(pi.i2c_open, 1, 0x2C)
+        await self.call(pi.i2c_write_byte_data, hat, 0, 255)  # IR LED (channel A) full on
+        self.model.od = 2.0
+        count, data = await self.call(pi.i2c_read_i2c_block_data, hat, 3 + 4, 2)
+        volts = int.from_bytes(bytes(data), "little") / (4095 * 32) * 3.3
+        self.assertEqual(count, 2)
+        self.assertLess(abs(volts - (m.PD_DARK_VOLTS + m.PD2_VOLTS_PER_OD * 2.0)), 0.002)
+        self.assertEqual(await self.call(pi.i2c_read_i2c_block_data, hat, 0x08, 2), (2, bytearray([4, 0])))
+        tmp = await self.call(pi.i2c_open, 1, 0x4F)
+        count, data = await self.call(pi.i2c_read_i2c_block_data, tmp, 0, 2)
+        self.assertEqual(((data[0] << 4) + (data[1] >> 4)) * 0.0625, m.AMBIENT_C)
