@@ -13,35 +13,38 @@ TICK_WRAP = 1 << 32
 
 
 class Tachometer:
-    """Keeps the last edges' periods; ``rpm()`` averages them.
+    """Counts the edges of the last ``window_seconds`` and times them with pigpiod's µs ticks.
 
-    Edges arrive on the reactor thread with pigpiod's µs tick, which wraps every
-    ~71.6 minutes, so a negative delta gets 2**32 added.
+    A window, rather than the last N edges, follows a motor that speeds up or
+    slows down, and reads 0 once the motor has stopped. Ticks wrap every ~71.6
+    minutes, so a span that comes out negative gets 2**32 added.
     """
 
-    def __init__(self, connection: PigpioConnection, gpio: int, clock: IReactorTime, window: int = 16, stale_seconds: float = 1.0) -> None:
+    def __init__(self, connection: PigpioConnection, gpio: int, clock: IReactorTime, window_seconds: float = 2.0) -> None:
         self._clock = clock
-        self._stale_seconds = stale_seconds
-        self._last_tick: int | None = None
-        self._last_seen = 0.0
-        self._periods: deque[int] = deque(maxlen=window)
+        self._window = window_seconds
+        self._edges: deque[tuple[float, int]] = deque()
         connection.watch(gpio, pigpio.FALLING_EDGE, self._edge)
 
     def _edge(self, gpio: int, level: int, tick: int) -> None:
-        self._last_seen = self._clock.seconds()
-        if self._last_tick is not None:
-            delta = tick - self._last_tick
-            self._periods.append(delta + TICK_WRAP if delta < 0 else delta)
-        self._last_tick = tick
+        self._edges.append((self._clock.seconds(), tick))
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        horizon = self._clock.seconds() - self._window
+        while self._edges and self._edges[0][0] < horizon:
+            self._edges.popleft()
 
     def rpm(self) -> float:
-        """The mean RPM over the recent edges; 0 when fewer than two arrived or none for ``stale_seconds`` (a stalled motor)."""
-        if not self._periods or self._clock.seconds() - self._last_seen > self._stale_seconds:
+        """Revolutions per minute over the window; 0 with fewer than two edges in it."""
+        self._forget_old()
+        if len(self._edges) < 2:
             return 0.0
-        mean_us = sum(self._periods) / len(self._periods)
-        return 60e6 / mean_us if mean_us > 0 else 0.0
+        span = self._edges[-1][1] - self._edges[0][1]
+        if span < 0:
+            span += TICK_WRAP
+        return (len(self._edges) - 1) * 60e6 / span if span > 0 else 0.0
 
     def reset(self) -> None:
-        """Forget old edges (after a duty change, or when the motor stopped)."""
-        self._last_tick = None
-        self._periods.clear()
+        """Forget every edge, to measure only what follows (after a duty change)."""
+        self._edges.clear()

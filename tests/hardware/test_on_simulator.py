@@ -1,0 +1,81 @@
+"""The drivers through pigpio's own client against the simulated Pioreactor, on a real socket.
+
+This is the issue's proof: more duty, more RPM; heater on, the vial warms; pumps dilute, OD falls.
+The simulator runs on this reactor; pigpio's blocking client runs on the drivers' hardware thread.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from pioreactor_appliance.config import Config
+from pioreactor_appliance.hardware.connection import PigpioConnection
+from pioreactor_appliance.hardware.sim.model import build_pioreactor
+from pioreactor_appliance.hardware.sim.server import PigpioFactory
+from pioreactor_appliance.hardware.unit import Hardware, HardwareSettings
+
+PD1, PD2 = 2, 3  # the RP2040's photodiode channels on HAT 1.2
+
+
+class OnSimulatorTests(TestCase):
+    timeout = 60
+
+    async def start(self, speed: float = 1.0) -> Hardware:
+        daemon, self.model = build_pioreactor(reactor, seed=7, speed=speed)
+        self.model.start()
+        self.addCleanup(self.model.stop)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(PigpioFactory(daemon))
+        self.addCleanup(port.stopListening)
+        self.connection = PigpioConnection(reactor, "127.0.0.1", port.getHost().port)
+        hardware = Hardware.build(self.connection, HardwareSettings.from_config(Config.defaults()), reactor)
+        self.connection.startService()
+        self.addCleanup(self.connection.stopService)
+        for _ in range(400):
+            if self.connection.connected:
+                return hardware
+            await deferLater(reactor, 0.01)
+        self.fail("never connected to the simulator")
+
+    async def rpm_after(self, hardware: Hardware, duty: float, seconds: float) -> float:
+        await hardware.stirring.set_duty(duty)
+        hardware.tachometer.reset()
+        await deferLater(reactor, seconds)
+        return hardware.tachometer.rpm()
+
+    async def test_more_duty_more_rpm(self) -> None:
+        hardware = await self.start()
+        low = await self.rpm_after(hardware, 40, 2.5)
+        high = await self.rpm_after(hardware, 80, 2.5)
+        self.assertGreater(low, 200)
+        self.assertGreater(high, low * 1.5)
+        stopped = await self.rpm_after(hardware, 0, 5.0)  # the motor coasts down over a few seconds
+        self.assertLess(stopped, low / 4)
+
+    async def test_heater_on_the_vial_warms(self) -> None:
+        hardware = await self.start(speed=600.0)  # the 600 s thermal constant becomes 1 s
+        before = await hardware.temperature.read_celsius()
+        await hardware.heater.set_duty(60)
+        await deferLater(reactor, 1.5)
+        after = await hardware.temperature.read_celsius()
+        self.assertGreater(after, before + 5)
+        await hardware.heater.off()
+
+    async def test_ir_light_and_dilution_move_the_photodiodes(self) -> None:
+        hardware = await self.start()
+        dark = await hardware.leds.read_volts(PD2)
+        await hardware.leds.set_led(0, 50)
+        await deferLater(reactor, 0.3)
+        reference = await hardware.leds.read_volts(PD1)
+        lit = await hardware.leds.read_volts(PD2)
+        self.assertGreater(reference, 0.1)
+        self.assertGreater(lit, dark)
+        await hardware.pumps["media"].run_for(3)
+        await deferLater(reactor, 3.3)
+        await hardware.pumps["waste"].run_for(4)
+        await deferLater(reactor, 4.3)
+        diluted = await hardware.leds.read_volts(PD2)
+        self.assertLess(diluted, lit * 0.95)
+        self.assertEqual([pump.duty for pump in hardware.pumps.values()], [0.0, 0.0, 0.0], "runs stopped on their own")
