@@ -28,7 +28,6 @@ from typing import Any, BinaryIO, Self
 
 LOOPBACK = "127.0.0.1"
 LEADER = "leader"
-PIGPIO = "127.0.0.1:8888"  # no simulated pigpiod yet; the appliance only needs an address
 
 
 class ClusterError(Exception):
@@ -120,9 +119,11 @@ class Unit:
     name: str
     role: str
     port: int
+    pigpio_port: int
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    simulator: subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -137,8 +138,13 @@ class Unit:
 class LocalCluster:
     """Start mosquitto and every unit, wait until all are healthy, stop them all.
 
-    Ports: with ``base_port`` P the leader listens on P, worker i on P+i and
-    the broker on P+workers+1; without it every port is picked free.
+    Each unit drives its own simulated Pioreactor (``hardware/sim``), a
+    pigpiod look-alike in a process of its own, seeded by the unit's index;
+    ``sim_speed`` makes cultures grow and vials heat faster than real time.
+
+    Ports: with ``base_port`` P the leader listens on P, worker i on P+i,
+    the broker on P+workers+1 and unit i's simulator on P+workers+2+i;
+    without it every port is picked free.
     ``state_dir`` keeps each unit's data dir (config, database) and the logs;
     it survives restarts unless ``fresh`` is set. ``extra_config`` is added to
     the cluster's config.ini.
@@ -149,6 +155,7 @@ class LocalCluster:
     base_port: int | None = None
     fresh: bool = False
     extra_config: str = ""
+    sim_speed: float = 1.0
     health_timeout: float = 30.0
     units: list[Unit] = field(default_factory=list, init=False)
     mqtt_port: int = field(default=0, init=False)
@@ -187,6 +194,8 @@ class LocalCluster:
         try:
             self._prepare()
             self._start_broker()
+            for seed, unit in enumerate(self.units):
+                self._start_simulator(unit, seed)
             for unit in self.units:
                 self._start_unit(unit)
             for unit in self.units:
@@ -202,9 +211,11 @@ class LocalCluster:
             proc.send_signal(signal.SIGTERM)
         for proc in running:
             _wait_or_kill(proc, timeout)
-        if self._broker and self._broker.poll() is None:
-            self._broker.send_signal(signal.SIGTERM)
-            _wait_or_kill(self._broker, timeout)
+        others = [p for p in [self._broker, *(u.simulator for u in self.units)] if p is not None and p.poll() is None]
+        for proc in others:
+            proc.send_signal(signal.SIGTERM)
+        for proc in others:
+            _wait_or_kill(proc, timeout)
         for f in self._logs:
             f.close()
         self._logs.clear()
@@ -231,23 +242,25 @@ class LocalCluster:
             shutil.rmtree(self.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         names = [LEADER] + [f"worker{i}" for i in range(1, self.workers + 1)]
+        count = 2 * len(names) + 1
         if self.base_port is None:
-            ports = free_ports(len(names) + 1)
+            ports = free_ports(count)
         else:
-            ports = [self.base_port + i for i in range(len(names) + 1)]
+            ports = [self.base_port + i for i in range(count)]
             taken = [p for p in ports if not port_is_free(p)]
             if taken:
                 raise ClusterError(f"ports already in use on {LOOPBACK}: {taken}")
-        *unit_ports, self.mqtt_port = ports
+        unit_ports, self.mqtt_port, sim_ports = ports[: len(names)], ports[len(names)], ports[len(names) + 1 :]
         self.units = [
             Unit(
                 name=name,
                 role="leader" if name == LEADER else "worker",
                 port=port,
+                pigpio_port=sim_port,
                 data_dir=self.state_dir / name,
                 log_path=self.state_dir / f"{name}.log",
             )
-            for name, port in zip(names, unit_ports, strict=True)
+            for name, port, sim_port in zip(names, unit_ports, sim_ports, strict=True)
         ]
         config = self._config_text()
         for unit in self.units:
@@ -302,16 +315,22 @@ class LocalCluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C goes to us; we stop children in order
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self._broker.poll() is not None:
-                raise ClusterError(f"mosquitto exited with {self._broker.returncode}:\n{log_tail(log_path)}")
-            try:
-                socket.create_connection((LOOPBACK, self.mqtt_port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise ClusterError(f"mosquitto not listening on {self.mqtt_address} after 10 s:\n{log_tail(log_path)}")
+        _wait_listening(self._broker, self.mqtt_port, "mosquitto", log_path)
+
+    def _start_simulator(self, unit: Unit, seed: int) -> None:
+        log_path = self.state_dir / f"{unit.name}-sim.log"
+        cmd = [
+            sys.executable, "-m", "pioreactor_appliance.hardware.sim",
+            "--port", str(unit.pigpio_port), "--seed", str(seed), "--speed", str(self.sim_speed),
+        ]  # fmt: skip
+        unit.simulator = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._open_log(log_path),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait_listening(unit.simulator, unit.pigpio_port, f"{unit.name}'s simulated Pioreactor", log_path)
 
     def _start_unit(self, unit: Unit) -> None:
         cmd = [
@@ -325,7 +344,7 @@ class LocalCluster:
             "--data-dir", str(unit.data_dir),
             "--listen", f"tcp:{unit.port}:interface={LOOPBACK}",
             "--mqtt", self.mqtt_address,
-            "--pigpio", PIGPIO,
+            "--pigpio", f"{LOOPBACK}:{unit.pigpio_port}",
         ]  # fmt: skip
         log = self._open_log(unit.log_path)
         log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
@@ -362,6 +381,20 @@ class LocalCluster:
             f"{unit.name} not healthy at {unit.url}/unit_api/health after {self.health_timeout:.0f} s "
             f"(last: {last}); log {unit.log_path}:\n{log_tail(unit.log_path)}"
         )
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, log_path: Path, timeout: float = 10.0) -> None:
+    """Until ``proc`` accepts connections on ``port``; a ClusterError with its log if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"{what} exited with {proc.returncode}:\n{log_tail(log_path)}")
+        try:
+            socket.create_connection((LOOPBACK, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise ClusterError(f"{what} not listening on {LOOPBACK}:{port} after {timeout:g} s:\n{log_tail(log_path)}")
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:

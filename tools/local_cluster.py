@@ -34,11 +34,13 @@ def banner(cluster: LocalCluster) -> str:
     leader = cluster.leader.url
     lines = [
         "",
-        "Pioreactor cluster is up (simulated reactor: no hardware; pigpiod arrives with the hardware issue).",
+        "Pioreactor cluster is up, each unit on its own simulated Pioreactor (a pigpiod look-alike).",
         f"  leader API     {leader}/api",
     ]
     for unit in cluster.units:
-        lines.append(f"  {unit.name:<14} {unit.url}/unit_api   (log {unit.log_path.relative_to(ROOT)})")
+        lines.append(
+            f"  {unit.name:<14} {unit.url}/unit_api   pigpio 127.0.0.1:{unit.pigpio_port}   (log {unit.log_path.relative_to(ROOT)})"
+        )
     lines += [
         f"  MQTT broker    {cluster.mqtt_address}",
         f"  state          {STATE_DIR.relative_to(ROOT)}/",
@@ -59,18 +61,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="workers besides the leader (default 2)")
     parser.add_argument(
         "--base-port", type=int, default=None,
-        help="leader on P, worker i on P+i, MQTT on P+N+1 (default: free ports)",
+        help="leader on P, worker i on P+i, MQTT on P+N+1, unit i's simulator on P+N+2+i (default: free ports)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sim-speed", type=float, default=1.0,
+        help="how much faster than real time the simulated cultures grow and vials heat (default 1)",
     )  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="wipe .cluster/ first")
     args = parser.parse_args(argv)
     if args.workers < 0:
         parser.error("--workers must be >= 0")
+    if args.sim_speed <= 0:
+        parser.error("--sim-speed must be above 0")
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    cluster = LocalCluster(STATE_DIR, workers=args.workers, base_port=args.base_port, fresh=args.fresh)
+    cluster = LocalCluster(STATE_DIR, workers=args.workers, base_port=args.base_port, fresh=args.fresh, sim_speed=args.sim_speed)
     try:
-        print(f"starting mosquitto and {args.workers + 1} units (logs in .cluster/)...", flush=True)
+        print(f"starting mosquitto, {args.workers + 1} simulated Pioreactors and their units (logs in .cluster/)...", flush=True)
         cluster.start()
         cluster.register_workers()
         print(banner(cluster), flush=True)
