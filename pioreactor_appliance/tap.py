@@ -25,6 +25,7 @@ from .config import Config, ConfigError
 from .errors import ApiError
 from .fanout import FanOut, UnitAddresses
 from .hardware.connection import PigpioConnection
+from .hardware.safety import HeaterGuard
 from .hardware.unit import Hardware, HardwareSettings
 from .mqtt import MqttClient, Will, parse_hostport
 from .presence import Presence, state_topic
@@ -151,6 +152,9 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     hardware_connection.setServiceParent(top)
     # Building the drivers registers each output's safe state: off on every connection and at stop.
     top.hardware = Hardware.build(hardware_connection, HardwareSettings.from_config(config), reactor)
+    heater_guard = HeaterGuard(top.hardware.heater, top.hardware.temperature, reactor)
+    heater_guard.setName("heater_guard")
+    heater_guard.setServiceParent(top)
 
     host, port = settings.mqtt
     username = config.get("mqtt", "username") or None
