@@ -8,7 +8,15 @@ from twisted.internet.interfaces import IReactorTime
 from ..config import Config, ConfigError
 from ..models import BUILT_IN_MODELS, Model
 from .connection import PigpioConnection
-from .hat import HEATER_CHANNEL, HEATER_HZ, PUMP_HZ, PWM_PINS, STIRRING_HZ, Hat, channel_of
+from .hat import (
+    HEATER_CHANNEL,
+    HEATER_HZ,
+    PUMP_HZ,
+    PWM_PINS,
+    STIRRING_HZ,
+    Hat,
+    channel_of,
+)
 from .outputs import Heater, Pump, PwmOutput
 from .panel import OnboardLed
 from .sensors import Dac43608, Rp2040, Tmp1075

@@ -11,7 +11,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from pioreactor_appliance.hardware.connection import HardwareUnavailable, PigpioConnection
+from pioreactor_appliance.hardware.connection import (
+    HardwareUnavailable,
+    PigpioConnection,
+)
 
 from .fakes import FakePi
 

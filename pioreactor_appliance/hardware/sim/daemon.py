@@ -6,7 +6,7 @@ NOIB is not here: it changes what the connection is, so the server handles it.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import attrs
 from twisted.internet.interfaces import IReactorTime

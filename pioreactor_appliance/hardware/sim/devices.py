@@ -6,7 +6,7 @@ when the client reads, and the devices themselves hold no physics.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 

@@ -6,7 +6,8 @@ A device only implements ``write(data)`` (the first byte is usually a register p
 
 from __future__ import annotations
 
-from typing import Hashable, Protocol
+from collections.abc import Hashable
+from typing import Protocol
 
 import attrs
 

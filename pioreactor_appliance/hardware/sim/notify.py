@@ -6,13 +6,18 @@ its report socket but sets the monitored bits (NB) on its command socket.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from pioreactor_appliance.hardware.sim.board import Board
-from pioreactor_appliance.hardware.sim.protocol import FLAG_KEEPALIVE, FLAG_WATCHDOG, Err, encode_report
+from pioreactor_appliance.hardware.sim.protocol import (
+    FLAG_KEEPALIVE,
+    FLAG_WATCHDOG,
+    Err,
+    encode_report,
+)
 
 NOTIFY_SLOTS = 32
 KEEPALIVE_SECONDS = 60.0

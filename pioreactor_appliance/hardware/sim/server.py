@@ -7,7 +7,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pioreactor_appliance.hardware.sim.daemon import Daemon
-from pioreactor_appliance.hardware.sim.protocol import Cmd, FramingError, Request, RequestParser, encode_reply
+from pioreactor_appliance.hardware.sim.protocol import (
+    Cmd,
+    FramingError,
+    Request,
+    RequestParser,
+    encode_reply,
+)
 
 log = Logger()
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from pioreactor_appliance.hardware.sim.devices import Ads1114, Dac43608, Rp2040Hat, Tmp1075
+from pioreactor_appliance.hardware.sim.devices import (
+    Ads1114,
+    Dac43608,
+    Rp2040Hat,
+    Tmp1075,
+)
 from pioreactor_appliance.hardware.sim.i2c import I2cNack
 
 

@@ -9,7 +9,14 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from pioreactor_appliance.hardware.sim.daemon import Daemon
-from pioreactor_appliance.hardware.sim.protocol import HEADER, MAX_EXTENSION, REPLY, REPORT, Cmd, Err
+from pioreactor_appliance.hardware.sim.protocol import (
+    HEADER,
+    MAX_EXTENSION,
+    REPLY,
+    REPORT,
+    Cmd,
+    Err,
+)
 from pioreactor_appliance.hardware.sim.server import PigpioFactory, PigpioProtocol
 
 

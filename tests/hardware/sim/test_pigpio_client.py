@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pigpio
 from twisted.internet import reactor
