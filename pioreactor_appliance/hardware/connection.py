@@ -20,6 +20,7 @@ from attrs import define
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -28,6 +29,7 @@ T = TypeVar("T")
 
 CALL_TIMEOUT_SECONDS = 5.0
 RETRY_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEARTBEAT_SECONDS = 5.0  # an idle unit still notices a lost pigpiod this soon
 
 
 class HardwareUnavailable(Exception):
@@ -52,6 +54,7 @@ class PigpioConnection(Service):
         *,
         connect: Callable[[str, int], Any] | None = None,
         retry_seconds: tuple[float, ...] = RETRY_SECONDS,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self._reactor = reactor
         self.host, self.port = host, port
@@ -64,6 +67,9 @@ class PigpioConnection(Service):
         self._safe_states: list[Callable[[Any], None]] = []
         self._watches: list[_Watch] = []
         self.connected = False
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
+        self._heartbeat_seconds = heartbeat_seconds
 
     # --- what drivers use ------------------------------------------------
 
@@ -92,16 +98,23 @@ class PigpioConnection(Service):
         super().startService()
         self._pool.start()
         self._try_connect()
+        self._heartbeat.start(self._heartbeat_seconds, now=False)
 
     def stopService(self) -> Deferred[None]:
         if not self._pool.started:
             return succeed(None)  # already stopped (a parent may stop its children twice)
         super().stopService()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         pi, self._pi, self.connected = self._pi, None, False
         d: Deferred[None] = deferToThreadPool(self._reactor, self._pool, self._close, pi)
         return d.addBoth(lambda _: self._pool.stop())
+
+    def _beat(self) -> None:
+        if self.connected:
+            self.call(lambda pi: pi.get_current_tick()).addErrback(lambda _: None)  # a loss is handled in call()
 
     def _try_connect(self) -> None:
         self._retry = None

@@ -80,6 +80,10 @@ class FakePi:
         self.registers[(handle, register)] = bytes([value])
         return 0
 
+    def get_current_tick(self) -> int:
+        self._record("tick")
+        return 0
+
     def stop(self) -> None:
         self.stopped = True
         self._record("stop")

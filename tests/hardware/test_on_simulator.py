@@ -25,9 +25,11 @@ class OnSimulatorTests(TestCase):
 
     async def start(self, speed: float = 1.0) -> Hardware:
         daemon, self.model = build_pioreactor(reactor, seed=7, speed=speed)
+        self.board = daemon.board
         self.model.start()
         self.addCleanup(self.model.stop)
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(PigpioFactory(daemon))
+        self.factory = PigpioFactory(daemon)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.factory)
         self.addCleanup(port.stopListening)
         self.connection = PigpioConnection(reactor, "127.0.0.1", port.getHost().port)
         hardware = Hardware.build(self.connection, HardwareSettings.from_config(Config.defaults()), reactor)
@@ -79,3 +81,22 @@ class OnSimulatorTests(TestCase):
         diluted = await hardware.leds.read_volts(PD2)
         self.assertLess(diluted, lit * 0.95)
         self.assertEqual([pump.duty for pump in hardware.pumps.values()], [0.0, 0.0, 0.0], "runs stopped on their own")
+
+    async def test_a_lost_daemon_connection_is_noticed_retried_and_outputs_go_safe(self) -> None:
+        hardware = await self.start()
+        self.connection._heartbeat_seconds = 0.2
+        self.connection._heartbeat.stop()
+        self.connection._heartbeat.start(0.2, now=False)
+        await hardware.stirring.set_duty(60)
+        self.assertGreater(self.board.duty_fraction(17), 0.5)
+        for protocol in list(self.factory.connections):
+            protocol.transport.abortConnection()  # pigpiod keeps driving the pin; the client is gone
+        self.assertGreater(self.board.duty_fraction(17), 0.5)
+        for _ in range(400):  # the heartbeat notices, the connection comes back, outputs go safe first
+            await deferLater(reactor, 0.02)
+            if self.connection.connected and self.board.duty_fraction(17) == 0.0 and self.factory.connections:
+                break
+        self.assertTrue(self.connection.connected, "reconnected")
+        self.assertEqual(self.board.duty_fraction(17), 0.0, "stirring put in its safe state on reconnection")
+        await hardware.stirring.set_duty(30)  # and the drivers work again
+        self.assertGreater(self.board.duty_fraction(17), 0.25)
