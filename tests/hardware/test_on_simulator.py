@@ -7,12 +7,17 @@ The simulator runs on this reactor; pigpio's blocking client runs on the drivers
 from __future__ import annotations
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.config import Config
 from pioreactor_appliance.hardware.connection import PigpioConnection
+from pioreactor_appliance.hardware.panel import Button
+from pioreactor_appliance.hardware.sensors import Ads1114, Dac43608
+from pioreactor_appliance.hardware.sim.daemon import Daemon
+from pioreactor_appliance.hardware.sim.devices import Dac43608 as SimDac43608
 from pioreactor_appliance.hardware.sim.model import build_pioreactor
 from pioreactor_appliance.hardware.sim.server import PigpioFactory
 from pioreactor_appliance.hardware.unit import Hardware, HardwareSettings
@@ -100,3 +105,42 @@ class OnSimulatorTests(TestCase):
         self.assertEqual(self.board.duty_fraction(17), 0.0, "stirring put in its safe state on reconnection")
         await hardware.stirring.set_duty(30)  # and the drivers work again
         self.assertGreater(self.board.duty_fraction(17), 0.25)
+
+    async def test_ads1114_led_and_button(self) -> None:
+        hardware = await self.start()
+        await hardware.leds.set_led(0, 60)
+        ads = Ads1114(self.connection, 0x48)  # pd1 of a v1.5 model
+        await ads.set_gain(1)
+        reference = await ads.read_volts()
+        self.assertLess(abs(reference - await hardware.leds.read_volts(PD1)), 0.01, "both ADCs read the same photodiode")
+        self.assertGreater(reference, 0.1)
+        await hardware.led.set(True)
+        self.assertEqual(self.board.read(hardware.led.gpio), 1)
+        presses: list[bool] = []
+        arrived = Deferred()
+        Button(self.connection, 4, lambda pressed: (presses.append(pressed), None if arrived.called else arrived.callback(None)))
+        await self.connection.call(lambda pi: None)
+        await deferLater(reactor, 0.05)
+        self.board.drive(4, 1)
+        await arrived
+        self.assertEqual(presses[:1], [True])
+
+
+class Dac43608OnSimulatorTests(TestCase):
+    async def test_old_hat_led_driver(self) -> None:
+        daemon = Daemon.create(reactor)
+        chip = SimDac43608()
+        daemon.i2c.attach(1, 0x49, chip)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(PigpioFactory(daemon))
+        self.addCleanup(port.stopListening)
+        connection = PigpioConnection(reactor, "127.0.0.1", port.getHost().port)
+        connection.startService()
+        self.addCleanup(connection.stopService)
+        for _ in range(400):
+            if connection.connected:
+                break
+            await deferLater(reactor, 0.01)
+        await Dac43608(connection).set_led(2, 100)
+        self.assertEqual(chip.intensity(2), 1.0)
+        await Dac43608(connection).set_led(2, 20)
+        self.assertAlmostEqual(chip.intensity(2), 51 / 255)
