@@ -6,6 +6,7 @@ pigpio connection, so a device opens its handle again after a reconnection.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -120,3 +121,28 @@ class Dac43608(I2cDevice):
             pi.i2c_write_i2c_block_data(self._handle(pi), 8 + channel, [word >> 8, word & 0xFF])
 
         return self._connection.call(write)
+
+
+class Ads1115(Ads1114):
+    """The four-input ADC of HATs up to 1.0 at 0x48: inputs chosen by the MUX bits 14:12 (single-ended AINx)."""
+
+    ADDRESS = 0x48
+    SETTLE_SECONDS = 2 / 128  # a conversion at 128 SPS on the new input, with margin
+
+    def __init__(self, connection: PigpioConnection) -> None:
+        super().__init__(connection, self.ADDRESS)
+
+    def read_input(self, channel: int) -> Deferred[float]:
+        if channel not in range(4):
+            raise ValueError(f"ADS1115 inputs are 0-3, not {channel}")
+        config = ((0b100 + channel) << 12) | (self.gain << 9) | ADS_CONTINUOUS_128_SPS
+        gain = self.gain
+
+        def read(pi: Any) -> float:
+            handle = self._handle(pi)
+            pi.i2c_write_i2c_block_data(handle, 0x01, [config >> 8, config & 0xFF])
+            time.sleep(self.SETTLE_SECONDS)  # on the hardware thread, never the reactor's
+            _, data = pi.i2c_read_i2c_block_data(handle, 0x00, 2)
+            return int.from_bytes(bytes(data), "big", signed=True) / 32767 * ADS_FULL_SCALE[gain]
+
+        return self._connection.call(read)

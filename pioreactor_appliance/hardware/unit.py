@@ -19,7 +19,7 @@ from .hat import (
 )
 from .outputs import Heater, Pump, PwmOutput
 from .panel import OnboardLed
-from .sensors import Dac43608, Rp2040, Tmp1075
+from .sensors import Ads1115, Dac43608, Rp2040, Tmp1075
 from .tachometer import Tachometer
 
 PUMPS = ("media", "alt_media", "waste")
@@ -65,6 +65,7 @@ class Hardware:
     tachometer: Tachometer
     led: OnboardLed
     rp2040: Rp2040 | None
+    ads1115: Ads1115 | None
     leds: Rp2040 | Dac43608
     temperature: Tmp1075
 
@@ -86,6 +87,7 @@ class Hardware:
             tachometer=Tachometer(connection, settings.hat.hall_gpio, clock),
             led=OnboardLed(connection, settings.hat.led_gpio),
             rp2040=rp2040,
+            ads1115=None if rp2040 else Ads1115(connection),
             leds=rp2040 or Dac43608(connection),
             temperature=Tmp1075(connection),
         )

@@ -15,8 +15,9 @@ from twisted.trial.unittest import TestCase
 from pioreactor_appliance.config import Config
 from pioreactor_appliance.hardware.connection import PigpioConnection
 from pioreactor_appliance.hardware.panel import Button
-from pioreactor_appliance.hardware.sensors import Ads1114, Dac43608
+from pioreactor_appliance.hardware.sensors import Ads1114, Ads1115, Dac43608
 from pioreactor_appliance.hardware.sim.daemon import Daemon
+from pioreactor_appliance.hardware.sim.devices import Ads1115 as SimAds1115
 from pioreactor_appliance.hardware.sim.devices import Dac43608 as SimDac43608
 from pioreactor_appliance.hardware.sim.model import build_pioreactor
 from pioreactor_appliance.hardware.sim.server import PigpioFactory
@@ -126,21 +127,41 @@ class OnSimulatorTests(TestCase):
         self.assertEqual(presses[:1], [True])
 
 
+async def serve_and_connect(case: TestCase, daemon: Daemon) -> PigpioConnection:
+    """Serve ``daemon`` on a free loopback port and connect the drivers' client to it."""
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(PigpioFactory(daemon))
+    case.addCleanup(port.stopListening)
+    connection = PigpioConnection(reactor, "127.0.0.1", port.getHost().port)
+    connection.startService()
+    case.addCleanup(connection.stopService)
+    for _ in range(400):
+        if connection.connected:
+            return connection
+        await deferLater(reactor, 0.01)
+    raise AssertionError("never connected to the simulator")
+
+
 class Dac43608OnSimulatorTests(TestCase):
     async def test_old_hat_led_driver(self) -> None:
         daemon = Daemon.create(reactor)
         chip = SimDac43608()
         daemon.i2c.attach(1, 0x49, chip)
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(PigpioFactory(daemon))
-        self.addCleanup(port.stopListening)
-        connection = PigpioConnection(reactor, "127.0.0.1", port.getHost().port)
-        connection.startService()
-        self.addCleanup(connection.stopService)
-        for _ in range(400):
-            if connection.connected:
-                break
-            await deferLater(reactor, 0.01)
+        connection = await serve_and_connect(self, daemon)
         await Dac43608(connection).set_led(2, 100)
         self.assertEqual(chip.intensity(2), 1.0)
         await Dac43608(connection).set_led(2, 20)
         self.assertAlmostEqual(chip.intensity(2), 51 / 255)
+
+
+class Ads1115OnSimulatorTests(TestCase):
+    async def test_each_input_is_read_through_the_mux(self) -> None:
+        daemon = Daemon.create(reactor)
+        daemon.i2c.attach(1, 0x48, SimAds1115(inputs=lambda n: [0.5, 1.0, 1.5, 2.0][n] if n >= 0 else -1.0))
+        connection = await serve_and_connect(self, daemon)
+        adc = Ads1115(connection)
+        await adc.set_gain(1)  # ±4.096 V
+        readings = [await adc.read_input(n) for n in range(4)]
+        for got, expected in zip(readings, [0.5, 1.0, 1.5, 2.0], strict=True):
+            self.assertLess(abs(got - expected), 0.001)
+        with self.assertRaises(ValueError):
+            adc.read_input(4)

@@ -127,6 +127,17 @@ class Ads1114(WordRegisters):
 
 
 @attrs.define(kw_only=True)
+class Ads1115(Ads1114):
+    """HAT <= 1.0 four-input ADC: the MUX bits 14:12 pick the input (0b100 + n is AINn against ground)."""
+
+    inputs: Callable[[int], float]
+    volts: Callable[[], float] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.volts = lambda: self.inputs(((self.registers[0x01] >> 12) & 0b111) - 0b100)
+
+
+@attrs.define(kw_only=True)
 class Dac43608(WordRegisters):
     """HAT <= 1.0 LED driver: channels A-H at 0x08-0x0F, the 8-bit code in bits 11:4."""
 
