@@ -123,10 +123,14 @@ class PigpioConnection(Service):
 
     def _open(self) -> Any:
         pi = self._connect_to(self.host, self.port)
-        for put_safe in self._safe_states:
-            put_safe(pi)
-        for watch in self._watches:
-            self._register(pi, watch)
+        try:
+            for put_safe in self._safe_states:
+                put_safe(pi)
+            for watch in self._watches:
+                self._register(pi, watch)
+        except BaseException:
+            _discard(pi)  # not half-set-up: the retry opens a fresh client
+            raise
         return pi
 
     def _register(self, pi: Any, watch: _Watch) -> None:

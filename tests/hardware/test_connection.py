@@ -125,3 +125,18 @@ class ConnectionTests(TestCase):
         self.assertEqual(pi.calls[-2:], [("duty", 18, 0), ("stop",)])
         with self.assertRaises(HardwareUnavailable):
             await connection.call(lambda pi: None)
+
+    async def test_a_client_that_fails_its_set_up_is_closed_and_retried(self) -> None:
+        class Broken(Dialer):
+            def __call__(self, host: str, port: int) -> FakePi:
+                pi = super().__call__(host, port)
+                if len(self.made) == 1:
+                    pi.fail_with = pigpio.error("bad gpio")
+                return pi
+
+        dialer = Broken()
+        connection = self.start(dialer)
+        await self.connected(connection)
+        self.assertEqual(len(dialer.made), 2)
+        self.assertTrue(dialer.made[0].stopped)
+        self.assertEqual(dialer.made[1].calls[0], ("duty", 18, 0))
