@@ -141,7 +141,7 @@ class Ads1115(Ads1114):
         def read(pi: Any) -> float:
             handle = self._handle(pi)
             pi.i2c_write_i2c_block_data(handle, 0x01, [config >> 8, config & 0xFF])
-            time.sleep(self.SETTLE_SECONDS)  # on the hardware thread, never the reactor's
+            time.sleep(self.SETTLE_SECONDS)  # reactor-safe: runs inside connection.call, on the hardware thread
             _, data = pi.i2c_read_i2c_block_data(handle, 0x00, 2)
             return int.from_bytes(bytes(data), "big", signed=True) / 32767 * ADS_FULL_SCALE[gain]
 
