@@ -133,8 +133,13 @@ class RequestParser:
 
 
 def encode_reply(request: Request, result: int, data: bytes = b"") -> bytes:
-    """Echo cmd, p1, p2 with the int32 result, then the data bytes of a positive data reply."""
-    return REPLY.pack(request.cmd, request.p1, request.p2, result) + data
+    """Echo cmd, p1, p2 with the 32-bit result, then the data bytes of a positive data reply.
+
+    Errors are negative int32s, but TICK and BR1 answer with all 32 bits (a tick
+    past 2**31 µs, GPIO 31's level): those go out as the int32 with the same bits.
+    """
+    signed = result - (1 << 32) if result >= 1 << 31 else result
+    return REPLY.pack(request.cmd, request.p1, request.p2, signed) + data
 
 
 def encode_report(seqno: int, flags: int, tick: int, levels: int) -> bytes:

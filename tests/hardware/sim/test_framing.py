@@ -43,6 +43,14 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(len(data) % REPLY.size, 0)
         return [REPLY.unpack_from(data, i) for i in range(0, len(data), REPLY.size)]
 
+    def test_a_tick_past_2_31_microseconds_is_answered_with_its_32_bits(self) -> None:
+        protocol, transport = self.connect()
+        self.clock.advance(3_000.0)  # 3e9 µs: above 2**31, below 2**32
+        protocol.dataReceived(request(Cmd.TICK))
+        data = transport.value()
+        self.assertEqual(len(data), REPLY.size)
+        self.assertEqual(struct.unpack_from("<I", data, 12)[0], 3_000_000_000)
+
     def test_a_request_split_anywhere_is_answered_once_complete(self) -> None:
         protocol, transport = self.connect()
         whole = request(Cmd.PWM, 17, 100) + request(Cmd.GDC, 17)
