@@ -187,7 +187,6 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     policy = build_policy(settings.unit, settings.data_dir, config, reactor)
     families: list[Any] = [UnitInfoApi(settings.unit, reactor), TaskResultsApi(tasks)]
     fallbacks: dict[str, ApiError] = {}
-    families += api_documents(families, leader)  # they read the list per request, so they see what is added below
     if leader:
         assert db is not None
         signer = None if policy.verifier is None else Signer(policy.verifier.secret, reactor)
@@ -208,6 +207,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             remediation=f"Use /unit_api on this unit, or send /api requests to the leader ({config.leader_hostname}).",
         )
 
+    families += api_documents(families, leader)  # extended in place: each document lists itself too
     site = make_site(Router(families, fallbacks, policy), policy.limits)
     http = StreamServerEndpointService(serverFromString(reactor, settings.listen), site)
     http._raiseSynchronously = True

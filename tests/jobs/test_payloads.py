@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from pioreactor_appliance.jobs.payloads import BadPayload, decode, encode
-from pioreactor_appliance.jobs.states import REQUESTABLE, State, can_move
 
 
 class EncodeTests(SynchronousTestCase):
@@ -60,14 +59,3 @@ class DecodeTests(SynchronousTestCase):
         datatype = {bool: "boolean", int: "integer", str: "string"}[type(value)]
         self.assertEqual(decode(encode(value), datatype), value)
 
-
-class StateTests(SynchronousTestCase):
-    def test_moves(self) -> None:
-        self.assertTrue(can_move(State.INIT, State.READY))
-        self.assertTrue(can_move(State.READY, State.SLEEPING))
-        self.assertTrue(can_move(State.SLEEPING, State.READY))
-        self.assertTrue(can_move(State.SLEEPING, State.DISCONNECTED))
-        self.assertFalse(can_move(State.DISCONNECTED, State.READY), "disconnected is terminal")
-        self.assertFalse(can_move(State.READY, State.LOST), "only the broker's will says lost")
-        self.assertNotIn(State.LOST, REQUESTABLE)
-        self.assertNotIn(State.INIT, REQUESTABLE)
