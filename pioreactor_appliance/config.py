@@ -96,6 +96,13 @@ class Config:
                 layers.append((str(data_dir / name), parser))
         return cls.merge(layers)
 
+    def with_overrides(self, overrides: Iterable[tuple[str, str, str]]) -> Config:
+        """This config with ``(section, key, value)`` triples on top, as a job's ``config_overrides`` give."""
+        sections = {name: dict(values) for name, values in self.sections.items()}
+        for section, key, value in overrides:
+            sections.setdefault(section, {})[key] = value
+        return Config(sections, (*self.sources, "config_overrides"))
+
     def section(self, section: str) -> dict[str, str | None]:
         return dict(self.sections.get(section, {}))
 

@@ -27,6 +27,9 @@ from .fanout import FanOut, UnitAddresses
 from .hardware.connection import PigpioConnection
 from .hardware.safety import HeaterGuard
 from .hardware.unit import Hardware, HardwareSettings
+from .jobs.manager import Connector, JobManager
+from .jobs.registry import Registry
+from .jobs.unit_state import PersistentCache, UnitState
 from .mqtt import MqttClient, Will, parse_hostport
 from .presence import Presence, state_topic
 from .resources.api_documents import api_documents
@@ -44,6 +47,7 @@ from .tasks import TaskRegistry
 
 ROLES = ("leader", "worker")
 DATABASE_NAME = "storage/pioreactor.sqlite"
+LOCAL_CACHE_NAME = "storage/local_cache.json"
 
 
 class Options(usage.Options):
@@ -136,6 +140,38 @@ def make_fanout(reactor: Any, config: Config, signer: Signer | None = None) -> F
     )
 
 
+def mqtt_connector(reactor: Any, config: Config, host: str, port: int) -> Connector:
+    """Each job gets a broker connection of its own, so its will can say ``lost`` for it alone."""
+    username = config.get("mqtt", "username") or None
+
+    def connect(client_id: str, will: Will) -> tuple[MqttClient, Any]:
+        client = MqttClient(
+            reactor,
+            host,
+            port,
+            client_id,
+            will=will,
+            username=username,
+            password=config.get("mqtt", "password") if username else None,
+            keepalive=config.get_int("mqtt", "keepalive_seconds"),
+        )
+        client.startService()
+        return client, client.stopService
+
+    return connect
+
+
+class LocalCache(Service):
+    """Closes the unit's persistent cache after the jobs stopped writing to it."""
+
+    def __init__(self, cache: PersistentCache) -> None:
+        self.cache = cache
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self.cache.close()
+
+
 def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     config = settings.config
     top = OrderedServices()
@@ -174,6 +210,23 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     presence = Presence(mqtt, settings.unit, reactor)
     presence.setName("presence")
     presence.setServiceParent(top)
+
+    cache = LocalCache(PersistentCache(settings.data_dir / LOCAL_CACHE_NAME, reactor))
+    cache.setName("local_cache")
+    cache.setServiceParent(top)
+    jobs = JobManager(
+        Registry.from_plugins(),
+        reactor,
+        settings.unit,
+        config.leader_hostname,
+        config,
+        top.hardware,
+        UnitState(cache.cache),
+        settings.data_dir,
+        mqtt_connector(reactor, config, host, port),
+    )
+    jobs.setName("jobs")
+    jobs.setServiceParent(top)
 
     tasks = TaskRegistry(
         reactor,

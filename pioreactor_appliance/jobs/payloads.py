@@ -44,7 +44,9 @@ def decode(payload: bytes, datatype: str) -> Any:
             return True
         if text.lower() in _FALSE:
             return False
-        raise BadPayload(f"{text[:40]!r} is not a boolean (true/false, 1/0, on/off, yes/no)")
+        raise BadPayload(
+            f"{text[:40]!r} is not a boolean (true/false, 1/0, on/off, yes/no)"
+        )
     if datatype == "integer":
         try:
             return int(text)

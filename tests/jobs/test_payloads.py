@@ -47,15 +47,23 @@ class DecodeTests(SynchronousTestCase):
         with self.assertRaisesRegex(ValueError, "unknown datatype"):
             decode(b"1", "decimal")
 
-    @given(st.binary(max_size=64), st.sampled_from(["string", "float", "integer", "boolean", "json"]))
-    def test_any_payload_casts_or_is_refused(self, payload: bytes, datatype: str) -> None:
+    @given(
+        st.binary(max_size=64),
+        st.sampled_from(["string", "float", "integer", "boolean", "json"]),
+    )
+    def test_any_payload_casts_or_is_refused(
+        self, payload: bytes, datatype: str
+    ) -> None:
         try:
             decode(payload, datatype)
         except BadPayload:
             pass
 
-    @given(st.one_of(st.integers(), st.booleans(), st.text().filter(lambda t: t.strip() == t)))
+    @given(
+        st.one_of(
+            st.integers(), st.booleans(), st.text().filter(lambda t: t.strip() == t)
+        )
+    )
     def test_round_trip(self, value: object) -> None:
         datatype = {bool: "boolean", int: "integer", str: "string"}[type(value)]
         self.assertEqual(decode(encode(value), datatype), value)
-

@@ -13,7 +13,11 @@ class StateTests(SynchronousTestCase):
         self.assertTrue(can_move(State.READY, State.SLEEPING))
         self.assertTrue(can_move(State.SLEEPING, State.READY))
         self.assertTrue(can_move(State.SLEEPING, State.DISCONNECTED))
-        self.assertFalse(can_move(State.DISCONNECTED, State.READY), "disconnected is terminal")
-        self.assertFalse(can_move(State.READY, State.LOST), "only the broker's will says lost")
+        self.assertFalse(
+            can_move(State.DISCONNECTED, State.READY), "disconnected is terminal"
+        )
+        self.assertFalse(
+            can_move(State.READY, State.LOST), "only the broker's will says lost"
+        )
         self.assertNotIn(State.LOST, REQUESTABLE)
         self.assertNotIn(State.INIT, REQUESTABLE)

@@ -1,0 +1,1 @@
+"""The built-in jobs and automations, found like any third-party one (see pioreactor_appliance.jobs.registry)."""
