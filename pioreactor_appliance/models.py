@@ -37,10 +37,11 @@ def _pioreactor_20ml(version: str, *, legacy: bool = False) -> Model:
         display_name=f"Pioreactor 20ml, v{version}",
         reactor_capacity_ml=20.0,
         reactor_diameter_mm=27.0,  # unsure
-        reactor_max_fill_volume_ml=18.0,  # unsure
-        max_temp_to_reduce_heating=63.0,
-        max_temp_to_disable_heating=65.0,
-        max_temp_to_shutdown=66.0,
+        reactor_max_fill_volume_ml=18.0,
+        # The first 20 ml vessel's heating PCB runs hotter for the same vial temperature.
+        max_temp_to_reduce_heating=63.0 if version == "1.0" else 78.0,
+        max_temp_to_disable_heating=65.0 if version == "1.0" else 80.0,
+        max_temp_to_shutdown=66.0 if version == "1.0" else 85.0,
         is_legacy=legacy,
     )
 
@@ -52,10 +53,10 @@ def _pioreactor_40ml(version: str) -> Model:
         display_name=f"Pioreactor 40ml, v{version}",
         reactor_capacity_ml=40.0,
         reactor_diameter_mm=27.0,  # unsure
-        reactor_max_fill_volume_ml=38.0,  # unsure
-        max_temp_to_reduce_heating=63.0,
-        max_temp_to_disable_heating=65.0,
-        max_temp_to_shutdown=66.0,
+        reactor_max_fill_volume_ml=36.0,
+        max_temp_to_reduce_heating=78.0,
+        max_temp_to_disable_heating=80.0,
+        max_temp_to_shutdown=85.0,
     )
 
 
@@ -67,7 +68,7 @@ def _pioreactor_xr(capacity_ml: int) -> Model:
         display_name=f"Pioreactor {capacity_ml}ml XR, v1.5",
         reactor_capacity_ml=float(capacity_ml),
         reactor_diameter_mm=27.0,
-        reactor_max_fill_volume_ml=float(capacity_ml - 2),
+        reactor_max_fill_volume_ml=capacity_ml * 0.9,
         max_temp_to_reduce_heating=78.0,
         max_temp_to_disable_heating=80.0,
         max_temp_to_shutdown=85.0,

@@ -28,7 +28,7 @@ class HardwareTests(SynchronousTestCase):
         self.assertIsNone(hardware.ads1115)
         self.assertEqual(hardware.stirring.gpio, 17)
         self.assertEqual({name: pump.gpio for name, pump in hardware.pumps.items()}, {"media": 13, "alt_media": 16, "waste": 12})
-        self.assertEqual((hardware.heater.gpio, hardware.heater.max_duty, hardware.heater.disable_above), (18, 70.0, 65.0))
+        self.assertEqual((hardware.heater.gpio, hardware.heater.max_duty, hardware.heater.disable_above), (18, 70.0, 80.0))
 
     def test_old_hat_and_another_pump_layout_and_model(self) -> None:
         hardware = self.build("[hardware]\nhat_version=1.0\nmodel=pioreactor_20ml_XR\nmodel_version=1.5\n[PWM]\n2=waste\n3=media\n4=alt_media\n")

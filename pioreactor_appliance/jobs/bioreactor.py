@@ -1,0 +1,113 @@
+"""The vial's liquid bookkeeping per experiment: volume, efflux level, alt-media fraction, totals.
+
+The pumps update it after every dose, ``/unit_api/bioreactor/...`` reads and
+edits it, and every change is published retained on
+``pioreactor/<unit>/<experiment>/bioreactor/<variable>``. Unlike the reference,
+an edit is checked whole before any of it is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, gatherResults
+
+from ..config import Config
+from ..models import Model
+from .context import Bus
+from .payloads import encode
+from .unit_state import PersistentCache
+
+NAMESPACE = "bioreactor"
+
+
+@frozen
+class Variable:
+    config_key: str  # in [bioreactor]
+    default: float
+    maximum: str | float | None  # "capacity" for the model's vessel capacity
+
+
+VARIABLES: dict[str, Variable] = {
+    "current_volume_ml": Variable("initial_volume_ml", 14.0, "capacity"),
+    "efflux_tube_volume_ml": Variable("efflux_tube_volume_ml", 14.0, "capacity"),
+    "alt_media_fraction": Variable("initial_alt_media_fraction", 0.0, 1.0),
+    "cumulative_media_added_ml": Variable(
+        "initial_cumulative_media_added_ml", 0.0, None
+    ),
+    "cumulative_alt_media_added_ml": Variable(
+        "initial_cumulative_alt_media_added_ml", 0.0, None
+    ),
+    "cumulative_waste_removed_ml": Variable(
+        "initial_cumulative_waste_removed_ml", 0.0, None
+    ),
+}
+
+
+class BadValue(ValueError):
+    """A bioreactor value out of range or unknown; the message names it and its bounds."""
+
+
+class Bioreactor:
+    def __init__(
+        self, cache: PersistentCache, config: Config, model: Model, unit: str
+    ) -> None:
+        self._cache, self._config, self._model, self._unit = cache, config, model, unit
+
+    def maximum(self, name: str) -> float | None:
+        limit = VARIABLES[name].maximum
+        return self._model.reactor_capacity_ml if limit == "capacity" else limit  # type: ignore[return-value]
+
+    def default(self, name: str) -> float:
+        variable = VARIABLES[name]
+        configured = self._config.get("bioreactor", variable.config_key)
+        try:
+            return (
+                float(configured) if configured not in (None, "") else variable.default
+            )
+        except ValueError:
+            return variable.default
+
+    def values(self, experiment: str) -> dict[str, float]:
+        stored = self._cache.get(NAMESPACE, experiment, {})
+        return {name: float(stored.get(name, self.default(name))) for name in VARIABLES}
+
+    def check(self, name: str, value: Any) -> float:
+        if name not in VARIABLES:
+            raise BadValue(
+                f"unknown bioreactor variable {name!r}; known: {', '.join(VARIABLES)}"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadValue(
+                f"bioreactor variable {name} must be a number, not {value!r}"
+            )
+        value = float(value)
+        if not value >= 0:  # also refuses NaN
+            raise BadValue(f"bioreactor variable {name} must be >= 0, not {value}")
+        limit = self.maximum(name)
+        if limit is not None and value > limit:
+            raise BadValue(
+                f"bioreactor variable {name} must be <= {limit:g}, not {value:g}"
+            )
+        return value
+
+    def update(
+        self, experiment: str, changes: Mapping[str, Any], bus: Bus
+    ) -> Deferred[Any]:
+        """Check every change, then store and publish them all; the Deferred fires once stored and published."""
+        checked = {name: self.check(name, value) for name, value in changes.items()}
+        values = self.values(experiment)
+        values.update(checked)
+        stored = self._cache.set(NAMESPACE, experiment, values)
+        published = [
+            bus.publish(
+                f"pioreactor/{self._unit}/{experiment}/bioreactor/{name}",
+                encode(value),
+                qos=2,
+                retain=True,
+            )
+            for name, value in checked.items()
+        ]
+        return gatherResults([stored, *published], consumeErrors=True)
