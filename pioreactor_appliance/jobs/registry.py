@@ -64,7 +64,7 @@ class Registry:
             jobs[kind.job_name] = kind
         for kind in getPlugins(IAutomationKind, twisted.plugins):
             if kind.automation_type not in automations:
-                log.warning(
+                log.warn(
                     "Ignoring automation {name}: unknown type {type}",
                     name=kind.automation_name,
                     type=kind.automation_type,
