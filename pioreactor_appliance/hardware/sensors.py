@@ -69,7 +69,31 @@ class Tmp1075(I2cDevice):
         super().__init__(connection, TMP1075_ADDRESS)
 
     def read_celsius(self) -> Deferred[float]:
-        return self.read_register(0x00, 2).addCallback(lambda data: ((data[0] << 4) + (data[1] >> 4)) * 0.0625)
+        return self.read_register(0x00, 2).addCallback(_tmp1075_celsius)
+
+    def read_celsius_mean(self, samples: int, spacing_s: float) -> Deferred[float]:
+        """The mean of ``samples`` reads ``spacing_s`` apart, as one short burst on the hardware thread.
+
+        Averaging smooths the sensor's 0.0625 °C steps; keep ``(samples - 1) * spacing_s``
+        short (< 0.3 s), since the burst holds the one hardware thread.
+        """
+
+        def read(pi: Any) -> float:
+            handle, total = self._handle(pi), 0.0
+            for i in range(samples):
+                if i:
+                    time.sleep(spacing_s)  # reactor-safe: runs inside connection.call, on the hardware thread
+                got, data = pi.i2c_read_i2c_block_data(handle, 0x00, 2)
+                if got != 2:
+                    raise OSError(f"I2C 0x{self.address:02x}: read {got} of 2 bytes from register 0")
+                total += _tmp1075_celsius(bytes(data))
+            return total / samples
+
+        return self._connection.call(read)
+
+
+def _tmp1075_celsius(data: bytes) -> float:
+    return ((data[0] << 4) + (data[1] >> 4)) * 0.0625
 
 
 # ADS1114 full-scale ranges by PGA setting (config bits 11:9).

@@ -32,6 +32,16 @@ class SensorTests(TestCase):
         pi = FakePi({(0x4F, 0): bytes([0x25, 0x80])})
         self.assertEqual(await Tmp1075(await connect_fake(self, pi)).read_celsius(), 37.5)
 
+    async def test_tmp1075_mean_of_quick_samples(self) -> None:
+        pi = FakePi()
+        words = iter([600 << 4, 602 << 4, 604 << 4, 606 << 4])  # 37.5, 37.625, 37.75, 37.875 °C
+
+        def changing(handle: int, register: int, count: int) -> tuple[int, bytearray]:
+            return 2, bytearray(next(words).to_bytes(2, "big"))
+
+        pi.i2c_read_i2c_block_data = changing  # type: ignore[method-assign]
+        self.assertEqual(await Tmp1075(await connect_fake(self, pi)).read_celsius_mean(4, 0.0), 37.6875)
+
     async def test_a_short_read_is_an_error(self) -> None:
         pi = FakePi({(0x4F, 0): bytes([0x25])})
         with self.assertRaisesRegex(OSError, "read 1 of 2 bytes"):
