@@ -120,6 +120,10 @@ class Job:
 
     # --- hooks for subclasses ----------------------------------------------
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Checks across the parsed options that one option's declaration cannot say; raise BadOptions."""
+
     async def on_init(self) -> None:
         """Set up: publish the first settings, prepare the hardware. Raise to refuse to start."""
 
