@@ -123,19 +123,25 @@ class Bioreactor:
         holds no more than its capacity.
         """
         if event not in DOSE_EVENTS:
-            raise BadValue(f"unknown dosing event {event!r}; one of {', '.join(DOSE_EVENTS)}")
+            raise BadValue(
+                f"unknown dosing event {event!r}; one of {', '.join(DOSE_EVENTS)}"
+            )
         values = self.values(experiment)
         volume, fraction = values["current_volume_ml"], values["alt_media_fraction"]
         changes: dict[str, float] = {}
         if event == "remove_waste":
             floor = min(volume, values["efflux_tube_volume_ml"])
             changes["current_volume_ml"] = max(volume - ml, floor)
-            changes["cumulative_waste_removed_ml"] = max(values["cumulative_waste_removed_ml"] + ml, 0.0)
+            changes["cumulative_waste_removed_ml"] = max(
+                values["cumulative_waste_removed_ml"] + ml, 0.0
+            )
         else:
             after = max(volume + ml, 0.0)
             alt = fraction * volume + (ml if event == "add_alt_media" else 0.0)
             changes["current_volume_ml"] = min(after, self._model.reactor_capacity_ml)
-            changes["alt_media_fraction"] = min(max(alt / after, 0.0), 1.0) if after > 0 else fraction
+            changes["alt_media_fraction"] = (
+                min(max(alt / after, 0.0), 1.0) if after > 0 else fraction
+            )
             total = f"cumulative_{event.removeprefix('add_')}_added_ml"
             changes[total] = max(values[total] + ml, 0.0)
         return changes

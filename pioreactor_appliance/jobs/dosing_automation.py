@@ -52,12 +52,29 @@ class Volumes:
     alt_media_ml: float = 0.0
 
 
-def subdoses(waste_ml: float, media_ml: float, alt_media_ml: float, max_subdose: float) -> list[Volumes]:
+def subdoses(
+    waste_ml: float, media_ml: float, alt_media_ml: float, max_subdose: float
+) -> list[Volumes]:
     """Equal parts, halving until one part's waste and additions together are at most ``max_subdose``."""
     parts = 1
     while (waste_ml + media_ml + alt_media_ml) / parts > max_subdose and parts < 1024:
         parts *= 2
     return [Volumes(waste_ml / parts, media_ml / parts, alt_media_ml / parts)] * parts
+
+
+def shielded(d: Deferred[Any]) -> Deferred[Any]:
+    """``d``'s result, on a Deferred whose cancelling leaves ``d`` alone.
+
+    Cancelling a pump action's start would fail it half-way; the automation
+    stops pump actions itself instead.
+    """
+    out: Deferred[Any] = Deferred()
+    d.addBoth(
+        lambda result: (
+            out.errback(result) if isinstance(result, Failure) else out.callback(result)
+        )
+    )
+    return out
 
 
 def positive(name: str, value: Any) -> float:
@@ -74,11 +91,15 @@ class DosingAutomation(Automation):
     # Settable settings whose run option has the same name and must be above 0.
     positive_settings: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, context: JobContext, options: Mapping[str, Any], args: list[str]) -> None:
+    def __init__(
+        self, context: JobContext, options: Mapping[str, Any], args: list[str]
+    ) -> None:
         super().__init__(context, options, args)
         self.given = dict(options)
         self.model = model_of(self.config)
-        self.bioreactor = Bioreactor(context.unit_state.cache, self.config, self.model, self.unit)
+        self.bioreactor = Bioreactor(
+            context.unit_state.cache, self.config, self.model, self.unit
+        )
         self._io: Deferred[Any] | None = None
 
     @classmethod
@@ -93,14 +114,22 @@ class DosingAutomation(Automation):
     async def on_init(self) -> None:
         await super().on_init()
         self.max_subdose = self.config.get_float(CONFIG, "max_subdose")
-        self.pause_seconds = self.config.get_float(CONFIG, "pause_between_subdoses_seconds")
-        self.waste_multiplier = self.config.get_float(CONFIG, "waste_removal_multiplier")
+        self.pause_seconds = self.config.get_float(
+            CONFIG, "pause_between_subdoses_seconds"
+        )
+        self.waste_multiplier = self.config.get_float(
+            CONFIG, "waste_removal_multiplier"
+        )
         if not self.max_subdose > 0:
-            raise JobFailed(f"[{CONFIG}] max_subdose must be above 0, not {self.max_subdose:g}")
+            raise JobFailed(
+                f"[{CONFIG}] max_subdose must be above 0, not {self.max_subdose:g}"
+            )
         for pump in self.needs_calibrations:
             device = calibration_device(pump)
             try:
-                found = await active_calibration(self.context.data_dir, self.context.unit_state.cache, device)
+                found = await active_calibration(
+                    self.context.data_dir, self.context.unit_state.cache, device
+                )
             except CalibrationError as e:
                 raise JobFailed(f"{self.automation_name}: {e}") from None
             if found is None:
@@ -162,12 +191,13 @@ class DosingAutomation(Automation):
 
     async def pump(self, action: str, ml: float) -> float:
         """Run a pump action for ``ml`` and wait for its end; the volume it really moved."""
-        job = await self.context.jobs.run_action(
+        starting = self.context.jobs.run_action(
             action,
             self.experiment,
             {"ml": ml, "source_of_event": f"{self.job_name}:{self.automation_name}"},
             self.job_name,
         )
+        job = await shielded(starting)
         await job.when_stopped()
         return float(getattr(job, "moved_ml", {}).get(action, 0.0))
 
@@ -180,21 +210,37 @@ class DosingAutomation(Automation):
                 f"at or above its max fill of {limit:g} ml"
             )
         if projected >= MAX_FILL_WARNING * limit:
-            self.log.warning(f"{self.automation_name}: the vial will hold {projected:.2f} ml, near its max fill of {limit:g} ml")
+            self.log.warning(
+                f"{self.automation_name}: the vial will hold {projected:.2f} ml, near its max fill of {limit:g} ml"
+            )
 
-    async def execute_io_action(self, waste_ml: float = 0.0, media_ml: float = 0.0, alt_media_ml: float = 0.0) -> Volumes:
+    async def execute_io_action(
+        self, waste_ml: float = 0.0, media_ml: float = 0.0, alt_media_ml: float = 0.0
+    ) -> Volumes:
         """Additions then waste, in sub-doses, each followed by extra waste so the level settles at the efflux tube."""
         if waste_ml < media_ml + alt_media_ml - TINY_ML:
-            raise ValueError(f"waste ({waste_ml:g} ml) must be at least the additions ({media_ml + alt_media_ml:g} ml)")
+            raise ValueError(
+                f"waste ({waste_ml:g} ml) must be at least the additions ({media_ml + alt_media_ml:g} ml)"
+            )
         self.guard_fill(media_ml + alt_media_ml)
         self.record_event(
-            Event("DosingStarted", "", {"waste_ml": waste_ml, "media_ml": media_ml, "alt_media_ml": alt_media_ml})
+            Event(
+                "DosingStarted",
+                "",
+                {
+                    "waste_ml": waste_ml,
+                    "media_ml": media_ml,
+                    "alt_media_ml": alt_media_ml,
+                },
+            )
         )
         moved = Volumes()
         parts = subdoses(waste_ml, media_ml, alt_media_ml, self.max_subdose)
         for i, part in enumerate(parts):
             if part.alt_media_ml > 0:
-                moved.alt_media_ml += await self.pump("add_alt_media", part.alt_media_ml)
+                moved.alt_media_ml += await self.pump(
+                    "add_alt_media", part.alt_media_ml
+                )
             if part.media_ml > 0:
                 moved.media_ml += await self.pump("add_media", part.media_ml)
             if part.alt_media_ml > 0 or part.media_ml > 0:
@@ -202,14 +248,20 @@ class DosingAutomation(Automation):
             if part.waste_ml > 0:
                 moved.waste_ml += await self.pump("remove_waste", part.waste_ml)
                 if self.waste_multiplier > 0:
-                    await self.pump("remove_waste", part.waste_ml * self.waste_multiplier)
+                    await self.pump(
+                        "remove_waste", part.waste_ml * self.waste_multiplier
+                    )
             if i < len(parts) - 1:
                 await self.pause(self.pause_seconds)
         self.record_event(
             Event(
                 "DosingStopped",
                 "",
-                {"waste_ml": moved.waste_ml, "media_ml": moved.media_ml, "alt_media_ml": moved.alt_media_ml},
+                {
+                    "waste_ml": moved.waste_ml,
+                    "media_ml": moved.media_ml,
+                    "alt_media_ml": moved.alt_media_ml,
+                },
             )
         )
         return moved
@@ -221,7 +273,10 @@ class DosingAutomation(Automation):
         if self._io is not None:
             self._io.cancel()
         for action in PUMP_ACTIONS:
-            self.send(f"pioreactor/{self.unit}/{self.experiment}/{action}/{STATE}/set", "disconnected")
+            self.send(
+                f"pioreactor/{self.unit}/{self.experiment}/{action}/{STATE}/set",
+                "disconnected",
+            )
 
     def on_sleeping(self) -> None:
         self.stop_pumps()
@@ -242,7 +297,9 @@ class Silent(DosingAutomation):
 class Periodic(DosingAutomation):
     """Runs ``execute`` every ``duration`` minutes."""
 
-    first_run_seconds: ClassVar[float | None] = None  # None: after the first full interval
+    first_run_seconds: ClassVar[float | None] = (
+        None  # None: after the first full interval
+    )
 
     def on_ready(self) -> None:
         if self.first_run_seconds is None:
@@ -255,7 +312,9 @@ class Periodic(DosingAutomation):
         self.run_once()
 
     def _start_loop(self) -> None:
-        self.loop = self.every(self.setting("duration") * 60.0, self.run_once, now=False)
+        self.loop = self.every(
+            self.setting("duration") * 60.0, self.run_once, now=False
+        )
 
     def run_once(self) -> None:
         self.start_work(self.execute())
@@ -283,7 +342,9 @@ class Chemostat(Periodic):
         "duration": Setting("float", settable=True, unit="min"),
     }
     options = {
-        "exchange_volume_ml": Option("float", default=0.5, help="ml exchanged each run"),
+        "exchange_volume_ml": Option(
+            "float", default=0.5, help="ml exchanged each run"
+        ),
         "duration": Option("float", default=20.0, help="minutes between runs"),
     }
 
@@ -313,7 +374,9 @@ class FedBatch(Periodic):
         "duration": Setting("float", settable=True, unit="min"),
     }
     options = {
-        "dosing_volume_ml": Option("float", default=0.5, help="ml of media added each run"),
+        "dosing_volume_ml": Option(
+            "float", default=0.5, help="ml of media added each run"
+        ),
         "duration": Option("float", default=20.0, help="minutes between runs"),
     }
 
@@ -321,7 +384,11 @@ class FedBatch(Periodic):
         volume = self.setting("dosing_volume_ml")
         self.guard_fill(volume)
         added = await self.pump("add_media", volume)
-        return Event("AddMediaEvent", f"added {added:.2f} ml", {"volume_actually_added_ml": added})
+        return Event(
+            "AddMediaEvent",
+            f"added {added:.2f} ml",
+            {"volume_actually_added_ml": added},
+        )
 
     def set_dosing_volume_ml(self, value: Any) -> None:
         self.change_positive("dosing_volume_ml", value)
@@ -362,7 +429,9 @@ class Turbidostat(DosingAutomation):
     }
     options = {
         "target_biomass": Option("float", help="exchange when the signal reaches this"),
-        "exchange_volume_ml": Option("float", default=1.0, help="ml exchanged each time"),
+        "exchange_volume_ml": Option(
+            "float", default=1.0, help="ml exchanged each time"
+        ),
         "biomass_signal": Option("string", default="auto", choices=("auto", *SIGNALS)),
     }
 
@@ -371,7 +440,9 @@ class Turbidostat(DosingAutomation):
         signal = self.given["biomass_signal"]
         if signal == "auto":
             cache = self.context.unit_state.cache
-            calibrated = any(cache.get(ACTIVE_NAMESPACE, device) for device in OD_DEVICES)
+            calibrated = any(
+                cache.get(ACTIVE_NAMESPACE, device) for device in OD_DEVICES
+            )
             signal = "od" if calibrated else "normalized_od"
         self.signal = signal
         self.publish("biomass_signal", signal)
@@ -379,7 +450,10 @@ class Turbidostat(DosingAutomation):
         self._last_input = self.clock.seconds()
         self._quiet_until = 0.0
         self._stale_reported = False
-        self.subscribe(f"pioreactor/{self.unit}/{self.experiment}/{SIGNALS[signal][0]}", self._on_biomass)
+        self.subscribe(
+            f"pioreactor/{self.unit}/{self.experiment}/{SIGNALS[signal][0]}",
+            self._on_biomass,
+        )
         self.every(STALE_CHECK_SECONDS, self._check_fresh, now=False)
 
     def _on_biomass(self, message: Any) -> None:
@@ -389,11 +463,18 @@ class Turbidostat(DosingAutomation):
             value, timestamp = biomass_of(self.signal, message.payload)
             measured = parse_iso(timestamp).timestamp()
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            self.log.warning(f"{self.automation_name}: ignoring a {self.signal} message it cannot read: {e}")
+            self.log.warning(
+                f"{self.automation_name}: ignoring a {self.signal} message it cannot read: {e}"
+            )
             return
         now = self.clock.seconds()
         if now - measured > STALE_SECONDS:
-            self.record_event(Event("ErrorOccurred", f"the latest {self.signal} is {now - measured:.0f} s old"))
+            self.record_event(
+                Event(
+                    "ErrorOccurred",
+                    f"the latest {self.signal} is {now - measured:.0f} s old",
+                )
+            )
             return
         self.latest_biomass, self._last_input, self._stale_reported = value, now, False
         if value >= self.setting("target_biomass") and now >= self._quiet_until:
@@ -403,10 +484,15 @@ class Turbidostat(DosingAutomation):
         age = self.clock.seconds() - self._last_input
         if age > STALE_SECONDS and not self._stale_reported:
             self._stale_reported = True
-            self.record_event(Event("ErrorOccurred", f"no fresh {self.signal} for {age:.0f} s"))
+            self.record_event(
+                Event("ErrorOccurred", f"no fresh {self.signal} for {age:.0f} s")
+            )
 
     async def exchange(self, latest: float) -> Event:
-        volume, target = self.setting("exchange_volume_ml"), self.setting("target_biomass")
+        volume, target = (
+            self.setting("exchange_volume_ml"),
+            self.setting("target_biomass"),
+        )
         try:
             moved = await self.execute_io_action(waste_ml=volume, media_ml=volume)
         finally:
@@ -428,4 +514,3 @@ class Turbidostat(DosingAutomation):
 
     def set_exchange_volume_ml(self, value: Any) -> None:
         self.change_positive("exchange_volume_ml", value)
-

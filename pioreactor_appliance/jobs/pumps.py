@@ -31,7 +31,9 @@ from .context import JobContext
 from .registry import IJobKind
 from .settings import BadOptions, Option
 
-DEFAULT_ML_PER_SECOND = 0.0911  # the reference's volume for a duration dose on an uncalibrated pump
+DEFAULT_ML_PER_SECOND = (
+    0.0911  # the reference's volume for a duration dose on an uncalibrated pump
+)
 SLICE_SECONDS = 0.5
 MAX_FILL_WARNING = 0.95  # of the model's max fill
 CIRCULATE_DUTY = 0.85  # share of each second the inflow pump runs while circulating
@@ -79,7 +81,11 @@ class Flow:
 def seconds_for(calibration: Calibration, ml: float) -> float:
     """A pump calibration's inverse; the reference's straight line (slope, bias) is inverted exactly."""
     curve = calibration.curve
-    if curve.kind == "poly" and len(curve.coefficients) == 2 and curve.coefficients[0] > 0:
+    if (
+        curve.kind == "poly"
+        and len(curve.coefficients) == 2
+        and curve.coefficients[0] > 0
+    ):
         slope, bias = curve.coefficients
         return (ml - bias) / slope
     return calibration.y_to_x(ml)
@@ -143,7 +149,12 @@ class PumpAction(Action):
         except CalibrationError as e:
             raise JobFailed(f"{self.job_name}: {e}") from None
 
-    def flow(self, pump: str, calibration: Calibration | None, planned_ml: float | None = None) -> Flow:
+    def flow(
+        self,
+        pump: str,
+        calibration: Calibration | None,
+        planned_ml: float | None = None,
+    ) -> Flow:
         flow = Flow(self.hardware.pumps[pump], calibration, EVENTS[pump], planned_ml)
         self.flows.append(flow)
         return flow
@@ -171,7 +182,9 @@ class PumpAction(Action):
 
     # --- running --------------------------------------------------------------
 
-    def run_flows(self, runs: Mapping[Flow, Iterator[tuple[float, float]]]) -> Deferred[None]:
+    def run_flows(
+        self, runs: Mapping[Flow, Iterator[tuple[float, float]]]
+    ) -> Deferred[None]:
         self.every(SLICE_SECONDS, self._publish_progress, now=False)
         for flow, plan in runs.items():
             self._drive(flow, plan)
@@ -196,7 +209,9 @@ class PumpAction(Action):
     def plan_ended(self, flow: Flow) -> None:
         self._finish(flow)
 
-    def _run_ended(self, flow: Flow, plan: Iterator[tuple[float, float]], pause: float) -> None:
+    def _run_ended(
+        self, flow: Flow, plan: Iterator[tuple[float, float]], pause: float
+    ) -> None:
         self._halt(flow)
         if pause > 0:
             flow.timer = self.later(pause, self._drive, flow, plan)
@@ -266,13 +281,19 @@ class PumpAction(Action):
 
     def on_disconnected(self) -> Deferred[Any]:
         """Pumps off at once; a cut-short dose publishes the volume that really moved."""
-        stopping = [d for d in (self._halt(flow) for flow in self.flows) if d is not None]
+        stopping = [
+            d for d in (self._halt(flow) for flow in self.flows) if d is not None
+        ]
         for flow in self.flows:
             self._publish_rest(flow, cut_short=True)
             flow.finished = True
         # _done stays unfired: firing it here would ask for a second stop while this one runs.
-        return gatherResults([*stopping, *self._pending], consumeErrors=True).addErrback(
-            lambda f: log.failure("{job}: error while stopping the pumps", f, job=self.job_name)
+        return gatherResults(
+            [*stopping, *self._pending], consumeErrors=True
+        ).addErrback(
+            lambda f: log.failure(
+                "{job}: error while stopping the pumps", f, job=self.job_name
+            )
         )
 
 
@@ -280,7 +301,9 @@ DOSE_OPTIONS = {
     "ml": Option("float", help="volume to move (needs a pump calibration)", minimum=0),
     "duration": Option("float", help="seconds to run the pump", minimum=0),
     "continuously": Option("boolean", default=False, help="run until stopped"),
-    "source_of_event": Option("string", default="user", help="who asked, for the dosing events"),
+    "source_of_event": Option(
+        "string", default="user", help="who asked, for the dosing events"
+    ),
 }
 
 
@@ -319,7 +342,9 @@ class Dose(PumpAction):
             except CalibrationError as e:
                 raise JobFailed(f"{self.job_name}: {e}") from None
             if not seconds or not math.isfinite(seconds) or seconds <= 0:
-                raise JobFailed(f"{self.job_name}: the calibration gives no positive run time for {ml:g} ml")
+                raise JobFailed(
+                    f"{self.job_name}: the calibration gives no positive run time for {ml:g} ml"
+                )
             flow = self.flow(self.pump, calibration, ml)
         elif duration is not None:
             seconds = duration
@@ -336,7 +361,11 @@ class Dose(PumpAction):
     def act(self) -> Deferred[None]:
         flow = self.flows[0]
         longest = flow.pump.max_seconds
-        plan = endless_runs(longest) if self.seconds is None else bounded_runs(self.seconds, longest)
+        plan = (
+            endless_runs(longest)
+            if self.seconds is None
+            else bounded_runs(self.seconds, longest)
+        )
         return self.run_flows({flow: plan})
 
 
@@ -378,7 +407,9 @@ class Circulate(PumpAction):
 
     async def on_init(self) -> None:
         # Inflow first: each half second's additions are booked before the waste that follows them.
-        self.inflow_flow = self.flow(self.inflow, await self.calibration_of(self.inflow))
+        self.inflow_flow = self.flow(
+            self.inflow, await self.calibration_of(self.inflow)
+        )
         self.inflow_flow.stop_at_max_fill = True
         self.waste = self.flow("waste", await self.calibration_of("waste"))
 
@@ -391,9 +422,13 @@ class Circulate(PumpAction):
     def act(self) -> Deferred[None]:
         duration = self.given["duration"]
         # A faster inflow pump runs for less of each second, so waste keeps up.
-        share = CIRCULATE_DUTY * min(1.0, self.waste.ml_for(1.0) / max(self.inflow_flow.ml_for(1.0), TINY_ML))
+        share = CIRCULATE_DUTY * min(
+            1.0, self.waste.ml_for(1.0) / max(self.inflow_flow.ml_for(1.0), TINY_ML)
+        )
         self.waste.planned_ml = self.waste.ml_for(duration)
-        self.inflow_flow.planned_ml = self.inflow_flow.ml_for(sum(run for run, _ in pulses(duration, share)))
+        self.inflow_flow.planned_ml = self.inflow_flow.ml_for(
+            sum(run for run, _ in pulses(duration, share))
+        )
         return self.run_flows(
             {
                 self.waste: bounded_runs(duration, self.waste.pump.max_seconds),

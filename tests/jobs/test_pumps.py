@@ -9,7 +9,10 @@ from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.calibrations import ACTIVE_NAMESPACE, calibration_path
 from pioreactor_appliance.config import Config
-from pioreactor_appliance.hardware.sim.calibrations import calibration_name, pump_calibration_yaml
+from pioreactor_appliance.hardware.sim.calibrations import (
+    calibration_name,
+    pump_calibration_yaml,
+)
 from pioreactor_appliance.hardware.unit import model_of
 from pioreactor_appliance.jobs.base import JobFailed
 from pioreactor_appliance.jobs.bioreactor import Bioreactor
@@ -59,11 +62,19 @@ def bioreactor(unit: SimulatedUnit, config: Config | None = None) -> Bioreactor:
 
 
 class PumpTests(TestCase):
-    def assertNear(self, first: float, second: float, tolerance: float, msg: str = "") -> None:
-        self.assertLessEqual(abs(first - second), tolerance, msg or f"{first} is not within {tolerance} of {second}")
+    def assertNear(
+        self, first: float, second: float, tolerance: float, msg: str = ""
+    ) -> None:
+        self.assertLessEqual(
+            abs(first - second),
+            tolerance,
+            msg or f"{first} is not within {tolerance} of {second}",
+        )
 
     async def unit(self, *overrides: tuple[str, str, str]) -> SimulatedUnit:
-        config = Config.defaults().with_overrides(list(overrides)) if overrides else None
+        config = (
+            Config.defaults().with_overrides(list(overrides)) if overrides else None
+        )
         return await simulated_unit(self, PUMPS, config=config)
 
     async def test_a_dose_moves_the_volume_and_its_slices_sum_to_it(self) -> None:
@@ -71,7 +82,9 @@ class PumpTests(TestCase):
         await calibrate(unit, "media_pump")
         before = unit.model.volume_ml
         job = await unit.manager.run(
-            RunRequest("add_media", "exp1", options={"ml": 2.0, "source_of_event": "test"})
+            RunRequest(
+                "add_media", "exp1", options={"ml": 2.0, "source_of_event": "test"}
+            )
         )
         await unit.advance(3.0, step=0.1)
         self.assertTrue(job.stopped)
@@ -80,60 +93,91 @@ class PumpTests(TestCase):
         self.assertGreaterEqual(len(events), 4, "a slice every half second")
         for payload in events:
             self.assertEqual(
-                list(payload), ["volume_change", "event", "source_of_event", "timestamp"]
+                list(payload),
+                ["volume_change", "event", "source_of_event", "timestamp"],
             )
-            self.assertEqual((payload["event"], payload["source_of_event"]), ("add_media", "test"))
+            self.assertEqual(
+                (payload["event"], payload["source_of_event"]), ("add_media", "test")
+            )
             self.assertTrue(payload["timestamp"].endswith("Z"))
         self.assertAlmostEqual(sum(p["volume_change"] for p in events), 2.0, places=9)
-        states = [m.payload for m in unit.broker.published("pioreactor/pio1/exp1/add_media/$state")]
+        states = [
+            m.payload
+            for m in unit.broker.published("pioreactor/pio1/exp1/add_media/$state")
+        ]
         self.assertEqual(states, [b"init", b"ready", b"disconnected"])
         self.assertEqual(unit.broker.value(f"{BIOREACTOR}/current_volume_ml"), b"16.0")
-        self.assertEqual(unit.broker.value(f"{BIOREACTOR}/cumulative_media_added_ml"), b"2.0")
+        self.assertEqual(
+            unit.broker.value(f"{BIOREACTOR}/cumulative_media_added_ml"), b"2.0"
+        )
         self.assertEqual(unit.hardware.pumps["media"].duty, 0)
 
-    async def test_an_early_stop_halts_the_pump_and_publishes_what_really_moved(self) -> None:
+    async def test_an_early_stop_halts_the_pump_and_publishes_what_really_moved(
+        self,
+    ) -> None:
         unit = await self.unit()
         await calibrate(unit, "media_pump")
         before = unit.model.volume_ml
-        job = await unit.manager.run(RunRequest("add_media", "exp1", options={"ml": 5.0}))
+        job = await unit.manager.run(
+            RunRequest("add_media", "exp1", options={"ml": 5.0})
+        )
         await unit.advance(1.2, step=0.1)
         self.assertEqual(unit.hardware.pumps["media"].duty, 100)
-        unit.broker.client().publish("pioreactor/pio1/exp1/add_media/$state/set", b"disconnected")
+        unit.broker.client().publish(
+            "pioreactor/pio1/exp1/add_media/$state/set", b"disconnected"
+        )
         await job.when_stopped()
         await unit.advance(1.0, step=0.1)
         self.assertEqual(unit.hardware.pumps["media"].duty, 0)
         changes = [p["volume_change"] for p in slices(unit)]
         self.assertEqual(len(changes), 3, changes)
-        self.assertTrue(0 < changes[-1] < 0.5, f"the correction after the last slice: {changes}")
+        self.assertTrue(
+            0 < changes[-1] < 0.5, f"the correction after the last slice: {changes}"
+        )
         self.assertAlmostEqual(sum(changes), 1.2, places=4)
         self.assertNear(unit.model.volume_ml - before, 1.2, 0.15)
-        self.assertAlmostEqual(bioreactor(unit).values("exp1")["current_volume_ml"], 14 + sum(changes))
+        self.assertAlmostEqual(
+            bioreactor(unit).values("exp1")["current_volume_ml"], 14 + sum(changes)
+        )
 
-    async def test_a_volume_without_a_calibration_is_refused_a_duration_is_not(self) -> None:
+    async def test_a_volume_without_a_calibration_is_refused_a_duration_is_not(
+        self,
+    ) -> None:
         unit = await self.unit()
-        with self.assertRaisesRegex(JobFailed, "needs an active media_pump calibration"):
+        with self.assertRaisesRegex(
+            JobFailed, "needs an active media_pump calibration"
+        ):
             await unit.manager.run(RunRequest("add_media", "exp1", options={"ml": 1.0}))
         await unit.advance(1.0, step=0.1)
         self.assertEqual(unit.model.volume_ml, 14.0, "the pump never ran")
         self.assertEqual(slices(unit), [])
-        await unit.manager.run(RunRequest("add_alt_media", "exp1", options={"duration": 2.0}))
+        await unit.manager.run(
+            RunRequest("add_alt_media", "exp1", options={"duration": 2.0})
+        )
         await unit.advance(3.0, step=0.1)
         self.assertAlmostEqual(
-            sum(p["volume_change"] for p in slices(unit, "add_alt_media")), 2 * DEFAULT_ML_PER_SECOND
+            sum(p["volume_change"] for p in slices(unit, "add_alt_media")),
+            2 * DEFAULT_ML_PER_SECOND,
         )
         self.assertNear(unit.model.volume_ml, 16.0, 0.15, msg="the pump ran 2 s")
         fraction = float(unit.broker.value(f"{BIOREACTOR}/alt_media_fraction"))
         self.assertAlmostEqual(fraction, 0.1822 / 14.1822)
 
-    async def test_an_addition_reaching_max_fill_is_refused_and_one_near_it_warned(self) -> None:
+    async def test_an_addition_reaching_max_fill_is_refused_and_one_near_it_warned(
+        self,
+    ) -> None:
         unit = await self.unit()
         await calibrate(unit, "media_pump")
-        await bioreactor(unit).update("exp1", {"current_volume_ml": 35.0}, unit.broker.client())
+        await bioreactor(unit).update(
+            "exp1", {"current_volume_ml": 35.0}, unit.broker.client()
+        )
         with self.assertRaisesRegex(JobFailed, "at or above the max fill of 36 ml"):
             await unit.manager.run(RunRequest("add_media", "exp1", options={"ml": 1.0}))
         self.assertEqual(slices(unit), [])
         await unit.advance(1.0)
-        job = await unit.manager.run(RunRequest("add_media", "exp1", options={"ml": 0.5}))
+        job = await unit.manager.run(
+            RunRequest("add_media", "exp1", options={"ml": 0.5})
+        )
         warnings = unit.broker.published("pioreactor/pio1/exp1/logs/app/warning")
         self.assertIn(b"close to its max fill", warnings[-1].payload)
         await unit.advance(1.5, step=0.1)
@@ -152,18 +196,28 @@ class PumpTests(TestCase):
         self.assertAlmostEqual(values["cumulative_waste_removed_ml"], 3.0)
         self.assertNear(unit.model.volume_ml, 14.0, 0.05)
 
-    async def test_continuously_runs_in_bounded_runs_until_stopped_or_full(self) -> None:
+    async def test_continuously_runs_in_bounded_runs_until_stopped_or_full(
+        self,
+    ) -> None:
         unit = await self.unit(("hardware", "pump_max_seconds", "2"))
         await calibrate(unit, "waste_pump", "media_pump")
-        job = await unit.manager.run(RunRequest("remove_waste", "exp1", options={"continuously": "true"}))
+        job = await unit.manager.run(
+            RunRequest("remove_waste", "exp1", options={"continuously": "true"})
+        )
         await unit.advance(5.0, step=0.1)
         self.assertFalse(job.stopped, "runs past pump_max_seconds, as several runs")
         self.assertEqual(unit.hardware.pumps["waste"].duty, 100)
         await job.stop()
-        self.assertAlmostEqual(sum(p["volume_change"] for p in slices(unit)), 5.0, places=4)
+        self.assertAlmostEqual(
+            sum(p["volume_change"] for p in slices(unit)), 5.0, places=4
+        )
         self.assertEqual(unit.hardware.pumps["waste"].duty, 0)
-        await bioreactor(unit).update("exp1", {"current_volume_ml": 34.8}, unit.broker.client())
-        job = await unit.manager.run(RunRequest("add_media", "exp1", options={"continuously": True}))
+        await bioreactor(unit).update(
+            "exp1", {"current_volume_ml": 34.8}, unit.broker.client()
+        )
+        job = await unit.manager.run(
+            RunRequest("add_media", "exp1", options={"continuously": True})
+        )
         await unit.advance(3.0, step=0.1)
         self.assertTrue(job.stopped, "inflow stops at max fill")
         volume = bioreactor(unit).values("exp1")["current_volume_ml"]
@@ -173,11 +227,17 @@ class PumpTests(TestCase):
     async def test_circulating_keeps_the_level_and_reports_both_pumps(self) -> None:
         unit = await self.unit()
         await calibrate(unit, "waste_pump", "media_pump")
-        job = await unit.manager.run(RunRequest("circulate_media", "exp1", options={"duration": 4}))
+        job = await unit.manager.run(
+            RunRequest("circulate_media", "exp1", options={"duration": 4})
+        )
         await unit.advance(5.0, step=0.1)
         self.assertTrue(job.stopped)
-        self.assertAlmostEqual(sum(p["volume_change"] for p in slices(unit, "remove_waste")), 4.0, places=6)
-        self.assertAlmostEqual(sum(p["volume_change"] for p in slices(unit, "add_media")), 3.4, places=6)
+        self.assertAlmostEqual(
+            sum(p["volume_change"] for p in slices(unit, "remove_waste")), 4.0, places=6
+        )
+        self.assertAlmostEqual(
+            sum(p["volume_change"] for p in slices(unit, "add_media")), 3.4, places=6
+        )
         self.assertEqual(bioreactor(unit).values("exp1")["current_volume_ml"], 14.0)
         self.assertNear(unit.model.volume_ml, 14.0, 0.2)
 
