@@ -131,7 +131,6 @@ class PumpAction(Action):
             context.unit_state.cache, self.config, self.model, self.unit
         )
         self._done: Deferred[None] = Deferred()
-        self._pending: list[Deferred[Any]] = []
 
     @property
     def moved_ml(self) -> dict[str, float]:
@@ -277,7 +276,6 @@ class PumpAction(Action):
         d.addErrback(
             lambda f: log.failure("{job}: bioreactor not updated", f, job=self.job_name)
         )
-        self._pending = [p for p in self._pending if not p.called] + [d]
 
     def on_disconnected(self) -> Deferred[Any]:
         """Pumps off at once; a cut-short dose publishes the volume that really moved."""
@@ -288,9 +286,8 @@ class PumpAction(Action):
             self._publish_rest(flow, cut_short=True)
             flow.finished = True
         # _done stays unfired: firing it here would ask for a second stop while this one runs.
-        return gatherResults(
-            [*stopping, *self._pending], consumeErrors=True
-        ).addErrback(
+        # The bookkeeping is published already; its file write finishes on its own.
+        return gatherResults(stopping, consumeErrors=True).addErrback(
             lambda f: log.failure(
                 "{job}: error while stopping the pumps", f, job=self.job_name
             )
