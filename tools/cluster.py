@@ -26,6 +26,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 
+from pioreactor_appliance.hardware.sim.calibrations import (
+    PUMP_DEVICES,
+    calibration_name,
+    pump_calibration_yaml,
+)
+
 LOOPBACK = "127.0.0.1"
 LEADER = "leader"
 
@@ -66,7 +72,9 @@ def find_mosquitto() -> str:
         return found
     if os.access("/usr/sbin/mosquitto", os.X_OK):
         return "/usr/sbin/mosquitto"
-    raise ClusterError("mosquitto not found; run scripts/bootstrap (it installs it with apt-get)")
+    raise ClusterError(
+        "mosquitto not found; run scripts/bootstrap (it installs it with apt-get)"
+    )
 
 
 def find_twistd() -> list[str]:
@@ -185,7 +193,10 @@ class LocalCluster:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -206,12 +217,18 @@ class LocalCluster:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every unit (twistd stops its services in order), then the broker."""
-        running = [u.process for u in self.units if u.process and u.process.poll() is None]
+        running = [
+            u.process for u in self.units if u.process and u.process.poll() is None
+        ]
         for proc in running:
             proc.send_signal(signal.SIGTERM)
         for proc in running:
             _wait_or_kill(proc, timeout)
-        others = [p for p in [self._broker, *(u.simulator for u in self.units)] if p is not None and p.poll() is None]
+        others = [
+            p
+            for p in [self._broker, *(u.simulator for u in self.units)]
+            if p is not None and p.poll() is None
+        ]
         for proc in others:
             proc.send_signal(signal.SIGTERM)
         for proc in others:
@@ -222,13 +239,24 @@ class LocalCluster:
 
     def exited(self) -> list[Unit]:
         """Units whose process has ended (for a supervisor loop to notice crashes)."""
-        return [u for u in self.units if u.process is not None and u.process.poll() is not None]
+        return [
+            u
+            for u in self.units
+            if u.process is not None and u.process.poll() is not None
+        ]
 
     def register_workers(self) -> None:
         """Add every unit, leader included, to the leader's worker inventory."""
         for unit in self.units:
-            status, body = request(self.leader.address, "PUT", "/api/workers", {"pioreactor_unit": unit.name})
-            if status == 409 or 200 <= status < 300:  # 409: kept from an earlier run of this state dir
+            status, body = request(
+                self.leader.address,
+                "PUT",
+                "/api/workers",
+                {"pioreactor_unit": unit.name},
+            )
+            if (
+                status == 409 or 200 <= status < 300
+            ):  # 409: kept from an earlier run of this state dir
                 continue
             raise ClusterError(
                 f"PUT /api/workers {unit.name} -> {status}: {body}\n"
@@ -250,7 +278,11 @@ class LocalCluster:
             taken = [p for p in ports if not port_is_free(p)]
             if taken:
                 raise ClusterError(f"ports already in use on {LOOPBACK}: {taken}")
-        unit_ports, self.mqtt_port, sim_ports = ports[: len(names)], ports[len(names)], ports[len(names) + 1 :]
+        unit_ports, self.mqtt_port, sim_ports = (
+            ports[: len(names)],
+            ports[len(names)],
+            ports[len(names) + 1 :],
+        )
         self.units = [
             Unit(
                 name=name,
@@ -268,7 +300,10 @@ class LocalCluster:
             (unit.data_dir / "config.ini").write_text(config)
             unit_config = unit.data_dir / "unit_config.ini"
             if not unit_config.exists():
-                unit_config.write_text(f"# Settings for {unit.name} only; they override config.ini.\n")
+                unit_config.write_text(
+                    f"# Settings for {unit.name} only; they override config.ini.\n"
+                )
+            _install_simulated_pump_calibrations(unit)
 
     def _config_text(self) -> str:
         """The cluster-wide config.ini; every unit gets the same one, as on real Pis."""
@@ -330,7 +365,12 @@ class LocalCluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        _wait_listening(unit.simulator, unit.pigpio_port, f"{unit.name}'s simulated Pioreactor", log_path)
+        _wait_listening(
+            unit.simulator,
+            unit.pigpio_port,
+            f"{unit.name}'s simulated Pioreactor",
+            log_path,
+        )
 
     def _start_unit(self, unit: Unit) -> None:
         cmd = [
@@ -347,7 +387,9 @@ class LocalCluster:
             "--pigpio", f"{LOOPBACK}:{unit.pigpio_port}",
         ]  # fmt: skip
         log = self._open_log(unit.log_path)
-        log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+        log.write(
+            f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode()
+        )
         log.flush()
         unit.process = subprocess.Popen(
             cmd,
@@ -370,7 +412,9 @@ class LocalCluster:
                     f"log {unit.log_path}:\n{log_tail(unit.log_path)}"
                 )
             try:
-                status, body = request(unit.address, "GET", "/unit_api/health", timeout=1.0)
+                status, body = request(
+                    unit.address, "GET", "/unit_api/health", timeout=1.0
+                )
                 if status == 200:
                     return
                 last = f"HTTP {status}: {body}"
@@ -383,18 +427,45 @@ class LocalCluster:
         )
 
 
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str, log_path: Path, timeout: float = 10.0) -> None:
+def _install_simulated_pump_calibrations(unit: Unit) -> None:
+    """Pump calibrations that match the simulator, active unless the unit already chose others, so it can dose by ml."""
+    cache_path = unit.data_dir / "storage" / "local_cache.json"
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    active = cache.setdefault("active_calibrations", {})
+    for device in PUMP_DEVICES:
+        name = calibration_name(device)
+        path = unit.data_dir / "storage" / "calibrations" / device / f"{name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(pump_calibration_yaml(device, unit.name))
+        active.setdefault(device, name)
+    cache_path.write_text(json.dumps(cache, sort_keys=True))
+
+
+def _wait_listening(
+    proc: subprocess.Popen[bytes],
+    port: int,
+    what: str,
+    log_path: Path,
+    timeout: float = 10.0,
+) -> None:
     """Until ``proc`` accepts connections on ``port``; a ClusterError with its log if it exits or never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ClusterError(f"{what} exited with {proc.returncode}:\n{log_tail(log_path)}")
+            raise ClusterError(
+                f"{what} exited with {proc.returncode}:\n{log_tail(log_path)}"
+            )
         try:
             socket.create_connection((LOOPBACK, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise ClusterError(f"{what} not listening on {LOOPBACK}:{port} after {timeout:g} s:\n{log_tail(log_path)}")
+    raise ClusterError(
+        f"{what} not listening on {LOOPBACK}:{port} after {timeout:g} s:\n{log_tail(log_path)}"
+    )
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -406,7 +477,9 @@ def _wait_or_kill(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 @contextmanager
-def running_cluster(state_dir: Path, workers: int = 1, register: bool = True) -> Iterator[LocalCluster]:
+def running_cluster(
+    state_dir: Path, workers: int = 1, register: bool = True
+) -> Iterator[LocalCluster]:
     """A started cluster with every unit registered as a worker; stopped on exit."""
     with LocalCluster(state_dir, workers=workers, fresh=True) as cluster:
         if register:

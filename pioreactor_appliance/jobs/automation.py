@@ -87,9 +87,11 @@ class Automation(Job):
     def publish(self, name: str, value: Any) -> None:
         super().publish(name, value)
         setting = self.published_settings.get(name)
+        # A value cleared at the stop needs no record: the stop's own, with ended_at, is out.
         if (
             setting is not None
             and setting.settable
+            and value is not None
             and self.state.value != "disconnected"
         ):
             self._publish_settings_record()

@@ -120,6 +120,10 @@ class Job:
 
     # --- hooks for subclasses ----------------------------------------------
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Checks across the parsed options that one option's declaration cannot say; raise BadOptions."""
+
     async def on_init(self) -> None:
         """Set up: publish the first settings, prepare the hardware. Raise to refuse to start."""
 
@@ -306,7 +310,9 @@ class Job:
         """The clean stop: hardware released, ``disconnected`` and the cleared settings acknowledged."""
         if self._stopping is None:
             self.stop_reason = reason
-            self._stopping = Deferred.fromCoroutine(self._stop())
+            # Set before the stop runs: hooks it calls may ask to stop again.
+            self._stopping = Deferred()
+            Deferred.fromCoroutine(self._stop()).chainDeferred(self._stopping)
         return follow(self._stopping)
 
     async def _stop(self) -> None:

@@ -46,6 +46,9 @@ VARIABLES: dict[str, Variable] = {
 }
 
 
+DOSE_EVENTS = ("add_media", "add_alt_media", "remove_waste")
+
+
 class BadValue(ValueError):
     """A bioreactor value out of range or unknown; the message names it and its bounds."""
 
@@ -111,3 +114,38 @@ class Bioreactor:
             for name, value in checked.items()
         ]
         return gatherResults([stored, *published], consumeErrors=True)
+
+    def after_dose(self, experiment: str, event: str, ml: float) -> dict[str, float]:
+        """The values after ``ml`` moved by ``event`` (negative: a correction), as the reference's monitor applies it.
+
+        Additions mix the alt-media fraction linearly; the waste pump cannot
+        draw below the efflux tube (nor raise a lower level to it); the vessel
+        holds no more than its capacity.
+        """
+        if event not in DOSE_EVENTS:
+            raise BadValue(
+                f"unknown dosing event {event!r}; one of {', '.join(DOSE_EVENTS)}"
+            )
+        values = self.values(experiment)
+        volume, fraction = values["current_volume_ml"], values["alt_media_fraction"]
+        changes: dict[str, float] = {}
+        if event == "remove_waste":
+            floor = min(volume, values["efflux_tube_volume_ml"])
+            changes["current_volume_ml"] = max(volume - ml, floor)
+            changes["cumulative_waste_removed_ml"] = max(
+                values["cumulative_waste_removed_ml"] + ml, 0.0
+            )
+        else:
+            after = max(volume + ml, 0.0)
+            alt = fraction * volume + (ml if event == "add_alt_media" else 0.0)
+            changes["current_volume_ml"] = min(after, self._model.reactor_capacity_ml)
+            changes["alt_media_fraction"] = (
+                min(max(alt / after, 0.0), 1.0) if after > 0 else fraction
+            )
+            total = f"cumulative_{event.removeprefix('add_')}_added_ml"
+            changes[total] = max(values[total] + ml, 0.0)
+        return changes
+
+    def dose(self, experiment: str, event: str, ml: float, bus: Bus) -> Deferred[Any]:
+        """Apply a dosing event to the bookkeeping, then store and publish it."""
+        return self.update(experiment, self.after_dose(experiment, event, ml), bus)

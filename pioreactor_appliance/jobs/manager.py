@@ -139,6 +139,7 @@ class JobManager(Service):
         """Every check that can be made before anything starts; raises UnknownJob, BadOptions, AlreadyRunning or TooSoon."""
         kind = self.kind_of(request.job_name, request.options)
         options = parse_options(kind.options, request.options)
+        kind.check_options(options)
         if request.args and not kind.takes_args:
             raise BadOptions(
                 f"{request.job_name} takes no arguments, but was given {len(request.args)}"
