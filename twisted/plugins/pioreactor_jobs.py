@@ -1,1 +1,2 @@
 """The built-in jobs and automations, found like any third-party one (see pioreactor_appliance.jobs.registry)."""
+from pioreactor_appliance.jobs import stirring  # noqa: F401
