@@ -1,6 +1,8 @@
 """The built-in jobs and automations, found like any third-party one (see pioreactor_appliance.jobs.registry)."""
 
-from pioreactor_appliance.jobs import led_automation  # noqa: F401
-from pioreactor_appliance.jobs import led_intensity  # noqa: F401
-from pioreactor_appliance.jobs import monitor  # noqa: F401
-from pioreactor_appliance.jobs import stirring  # noqa: F401
+from pioreactor_appliance.jobs import (
+    led_automation,  # noqa: F401
+    led_intensity,  # noqa: F401
+    monitor,  # noqa: F401
+    stirring,  # noqa: F401
+)
