@@ -138,8 +138,8 @@ class Monitor(Job):
         self.every(hours * 3600, self.self_check, now=True, pause_when_sleeping=False)
 
     def on_ready(self) -> None:
-        self.later(0, self.flicker, OK_PATTERN)
-        self.later(0, self.publish_versions)
+        self.flicker(OK_PATTERN)
+        self.run_guarded(self.publish_versions)
 
     def on_disconnected(self) -> Any:
         if self.hardware is None:
@@ -149,6 +149,13 @@ class Monitor(Job):
 
     # --- the onboard LED --------------------------------------------------------
 
+    def _led(self, on: bool) -> None:
+        """Write the LED; a pigpiod outage skips the write, anything else stops the job."""
+        if self.hardware is not None:
+            self.hardware.led.set(on).addErrback(
+                self.tolerate_hardware_outage
+            ).addErrback(self.crash)
+
     def flicker(self, pattern: list[tuple[bool, float]]) -> None:
         """Play a pattern after any already under way."""
         self._patterns.append(list(pattern))
@@ -156,15 +163,16 @@ class Monitor(Job):
             self._blinking = True
             self._next_blink()
 
-    def _next_blink(self) -> Any:
+    def _next_blink(self) -> None:
         while self._patterns and not self._patterns[0]:
             self._patterns.popleft()
         if not self._patterns:
             self._blinking = False
-            return self.hardware.led.set(False) if self.hardware is not None else None
+            self._led(False)
+            return
         on, seconds = self._patterns[0].pop(0)
         self._blink = self.later(seconds, self._next_blink)
-        return self.hardware.led.set(on) if self.hardware is not None else None
+        self._led(on)
 
     def error_code(self, code: int) -> None:
         self.flicker(error_pattern(code))
@@ -188,7 +196,7 @@ class Monitor(Job):
     def _on_button(self, pressed: bool) -> None:
         self.publish("button_down", pressed)
         self.publish(STATE, self.state.value)
-        self.run_guarded(self.hardware.led.set, pressed)
+        self._led(pressed)
 
     # --- what the unit is ---------------------------------------------------------
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.logger import Logger
-from twisted.plugin import getPlugins
-from zope.interface import Attribute, Interface
+from twisted.plugin import IPlugin, getPlugins
+from zope.interface import Attribute
 
 AUTOMATION_TYPES = ("dosing", "led", "temperature")
 log = Logger()
 
 
-class IJobKind(Interface):
+class IJobKind(IPlugin):
     """A job class: ``job_name``, ``published_settings``, ``options``, and ``(context, options, args)`` builds one."""
 
     job_name = Attribute("the name runs and topics use, e.g. stirring")
 
 
-class IAutomationKind(Interface):
+class IAutomationKind(IPlugin):
     """An automation class: runs as the job ``<automation_type>_automation`` with ``automation_name``."""
 
     automation_type = Attribute("dosing, led or temperature")
