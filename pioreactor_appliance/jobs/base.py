@@ -159,7 +159,7 @@ class Job:
         def done(result: Any) -> None:
             self._unacknowledged.discard(d)
             if isinstance(result, Failure):
-                log.warning(
+                log.warn(
                     "{job}: not published to {topic}: {why}",
                     job=self.job_name,
                     topic=topic,
@@ -222,7 +222,7 @@ class Job:
     def tolerate_hardware_outage(self, failure: Failure) -> None:
         """pigpiod away is not this job's fault: the connection retries, and the next run tries again."""
         failure.trap(HardwareUnavailable)
-        log.warning(
+        log.warn(
             "{job}: skipped a step: {why}",
             job=self.job_name,
             why=failure.getErrorMessage(),
@@ -339,7 +339,7 @@ class Job:
             try:
                 await waiting
             except Exception:
-                log.warning(
+                log.warn(
                     "{job}: the broker did not acknowledge the goodbye in time",
                     job=self.job_name,
                 )

@@ -145,7 +145,10 @@ class Monitor(Job):
         if self.hardware is None:
             return None
         self.hardware.button.on_change = None
-        return self.hardware.led.set(False)
+        # pigpiod away: the connection turns the LED off when it is back
+        return self.hardware.led.set(False).addErrback(
+            lambda f: f.trap(HardwareUnavailable)
+        )
 
     # --- the onboard LED --------------------------------------------------------
 

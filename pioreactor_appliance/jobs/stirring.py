@@ -16,6 +16,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall
 from zope.interface import provider
 
+from ..hardware.connection import HardwareUnavailable
 from .base import Job, JobFailed
 from .context import JobContext
 from .payloads import BadPayload, decode
@@ -174,7 +175,12 @@ class Stirring(Job):
 
     def on_disconnected(self) -> Any:
         self._cancel_kick()
-        return self.hardware.stirring.off() if self.hardware is not None else None
+        if self.hardware is None:
+            return None
+        # pigpiod away: the connection puts the motor in its safe state (off) when it is back
+        return self.hardware.stirring.off().addErrback(
+            lambda f: f.trap(HardwareUnavailable)
+        )
 
     # --- the duty cycle --------------------------------------------------------
 
