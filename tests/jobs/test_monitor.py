@@ -167,9 +167,10 @@ class MonitorTests(TestCase):
         ]
         connection.die()
         self.assertEqual(unit.broker.value(f"{PREFIX}/$state"), b"lost")
-        job.context.bus = unit.broker.client(
+        # as the reconnected connection
+        job.context.bus, job.context.close = unit.broker.connect(
             "appliance-pio1-monitor"
-        )  # as the reconnected connection
+        )
         await job.stop()
         self.assertEqual(unit.broker.value(f"{PREFIX}/$state"), b"disconnected")
         self.assertEqual(unit.model.board.levels[LED], 0)

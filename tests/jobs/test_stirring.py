@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.hardware.sim.model import MAX_RPM, STALL_DUTY
@@ -42,7 +44,13 @@ class StirringTests(TestCase):
         due = self.started + 6 + n * PERIOD + 0.05 - unit.clock.seconds()
         if due > 3:
             await unit.advance(due - 3, step=due - 3, edges=True)
-        await unit.advance(min(3.0, due), step=0.1, edges=True)
+        fine = min(3.0, due)
+        await unit.advance(fine - 0.1, step=0.1, edges=True)
+        await deferLater(
+            reactor, 0.02
+        )  # every edge so far reported, even on a busy machine
+        await unit.settle(edges=True)
+        await unit.advance(0.1, step=0.1, edges=True)
 
     def measured(self, unit: SimulatedUnit) -> float:
         return json.loads(unit.broker.value(f"{PREFIX}/measured_rpm"))["measured_rpm"]
