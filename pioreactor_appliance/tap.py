@@ -1,8 +1,9 @@
 """``twistd pioreactor``: the options, and the tree of services one Pi runs.
 
 Services start in the order they are added and stop in reverse, so the HTTP
-port closes first, then tasks are cancelled, then the unit says goodbye on
-MQTT and disconnects, and the database closes last.
+port closes first, then tasks are cancelled, then the jobs stop (the monitor's
+``disconnected`` tells the UI the unit left), then MQTT disconnects, and the
+database closes last.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from .jobs.manager import Connector, JobManager
 from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
 from .mqtt import MqttClient, Will, parse_hostport
-from .presence import Presence, state_topic
 from .resources.api_documents import api_documents
 from .resources.catalog import CatalogApi
 from .resources.experiments import ExperimentsApi
@@ -110,8 +110,8 @@ class OrderedServices(MultiService):
 
     ``hardware`` holds the unit's drivers for the job manager.
 
-    ``MultiService`` stops them all at once, which would let MQTT disconnect
-    while the unit's goodbye is still waiting for the broker's acknowledgement.
+    ``MultiService`` stops them all at once, which would let the hardware go
+    while the jobs are still putting it in a safe state.
     """
 
     async def _stop_in_order(self) -> None:
@@ -199,7 +199,6 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
         host,
         port,
         f"appliance-{settings.unit}",
-        will=Will(state_topic(settings.unit), b"lost"),
         username=username,
         password=config.get("mqtt", "password") if username else None,
         keepalive=config.get_int("mqtt", "keepalive_seconds"),
@@ -207,9 +206,6 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     )
     mqtt.setName("mqtt")
     mqtt.setServiceParent(top)
-    presence = Presence(mqtt, settings.unit, reactor)
-    presence.setName("presence")
-    presence.setServiceParent(top)
 
     cache = LocalCache(PersistentCache(settings.data_dir / LOCAL_CACHE_NAME, reactor))
     cache.setName("local_cache")
@@ -224,6 +220,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
         UnitState(cache.cache),
         settings.data_dir,
         mqtt_connector(reactor, config, host, port),
+        start_at_boot=("monitor",),  # its $state (and its connection's will) tells the UI the unit is up
     )
     jobs.setName("jobs")
     jobs.setServiceParent(top)

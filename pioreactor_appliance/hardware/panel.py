@@ -29,15 +29,15 @@ class OnboardLed:
 
 
 class Button:
-    """Calls ``on_change(pressed)`` on the reactor thread.
+    """Calls ``on_change(pressed)`` on the reactor thread; whoever listens (the monitor job) sets ``on_change``.
 
     The pin is an input pulled down; pressing the button drives it high (the
     reference's monitor job reads it that way, as far as we know).
     """
 
-    def __init__(self, connection: PigpioConnection, gpio: int, on_change: Callable[[bool], None]) -> None:
+    def __init__(self, connection: PigpioConnection, gpio: int, on_change: Callable[[bool], None] | None = None) -> None:
         self.gpio = gpio
-        self._on_change = on_change
+        self.on_change = on_change
         connection.add_safe_state(self._as_input)
         connection.watch(gpio, pigpio.EITHER_EDGE, self._edge)
 
@@ -46,4 +46,5 @@ class Button:
         pi.set_pull_up_down(self.gpio, pigpio.PUD_DOWN)
 
     def _edge(self, gpio: int, level: int, tick: int) -> None:
-        self._on_change(level == 1)
+        if self.on_change is not None:
+            self.on_change(level == 1)

@@ -18,7 +18,7 @@ from .hat import (
     channel_of,
 )
 from .outputs import Heater, Pump, PwmOutput
-from .panel import OnboardLed
+from .panel import Button, OnboardLed
 from .sensors import Ads1115, Dac43608, Rp2040, Tmp1075
 from .tachometer import Tachometer
 
@@ -64,6 +64,7 @@ class Hardware:
     pumps: dict[str, Pump]
     tachometer: Tachometer
     led: OnboardLed
+    button: Button
     rp2040: Rp2040 | None
     ads1115: Ads1115 | None
     leds: Rp2040 | Dac43608
@@ -86,6 +87,7 @@ class Hardware:
             pumps={name: Pump(connection, name, pins[name], PUMP_HZ, clock, max_seconds=settings.pump_max_seconds) for name in PUMPS},
             tachometer=Tachometer(connection, settings.hat.hall_gpio, clock),
             led=OnboardLed(connection, settings.hat.led_gpio),
+            button=Button(connection, settings.hat.button_gpio),
             rp2040=rp2040,
             ads1115=None if rp2040 else Ads1115(connection),
             leds=rp2040 or Dac43608(connection),

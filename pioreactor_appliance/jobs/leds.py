@@ -52,12 +52,12 @@ async def change_leds(
             job.send_json(
                 f"pioreactor/{job.unit}/{job.experiment}/led_change_events",
                 event,
-                qos=1,
+                qos=0,
             )
     job.send_json(
         f"pioreactor/{job.unit}/{job.experiment}/leds/intensity",
         dict(state.leds),
-        qos=1,
+        qos=0,
         retain=True,
     )
     return changed

@@ -43,6 +43,11 @@ class Pid:
             self.kp * error + self._integral - self.kd * slope, self.output_limits
         )
 
+    def retarget(self, setpoint: float) -> None:
+        """A new setpoint starts afresh: the old integral was earned against the old one."""
+        self.setpoint = setpoint
+        self.reset()
+
     def reset(self) -> None:
         """Forget the history (integral and last measurement), as after a long pause."""
         self._integral, self._last_value = 0.0, None
