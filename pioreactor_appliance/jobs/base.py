@@ -270,7 +270,9 @@ class Job:
             )
         self.subscribe(f"{self.topic_prefix}/{STATE}", self._on_own_state, qos=2)
         self._move(State.READY)
-        await _settled(self.on_ready())
+        await self.run_guarded(self.on_ready)  # an error here stops the job, as in a loop
+        if self._stopping is not None:
+            raise JobFailed(self.stop_reason or "stopped as it became ready")
         for loop in self._loops:
             loop.start()
 

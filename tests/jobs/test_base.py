@@ -6,14 +6,14 @@ from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.jobs.manager import RunRequest
 
-from .toys import Counter, Explodes, NeverStarts, toy_manager
+from .toys import Counter, Explodes, FailsWhenReady, NeverStarts, toy_manager
 
 PREFIX = "pioreactor/pio1/exp1/counter"
 
 
 class JobContractTests(TestCase):
     async def start_counter(self, **options: object):  # type: ignore[no-untyped-def]
-        manager, broker, clock = toy_manager(self, Counter, Explodes, NeverStarts)
+        manager, broker, clock = toy_manager(self, Counter, Explodes, NeverStarts, FailsWhenReady)
         broker.client().publish(
             f"{PREFIX}/interval/set", b"3", retain=True
         )  # a stale command from long ago
@@ -126,3 +126,11 @@ class JobContractTests(TestCase):
             broker.value("pioreactor/pio1/exp1/never_starts/$state"), b"disconnected"
         )
         self.assertEqual([r.job_name for r in manager.running_jobs()], ["counter"])
+
+    async def test_an_error_as_it_becomes_ready_stops_it_with_no_loop_left(self) -> None:
+        manager, broker, clock, _ = await self.start_counter()
+        with self.assertRaisesRegex(Exception, "the LED driver did not answer"):
+            await manager.run(RunRequest("fails_when_ready", "exp1"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(broker.value("pioreactor/pio1/exp1/fails_when_ready/$state"), b"disconnected")
+        self.assertEqual([c for c in clock.getDelayedCalls() if c.active() and "tick" in repr(c)], [])

@@ -114,3 +114,19 @@ def toy_manager(
     )
     manager.startService()
     return manager, broker, clock
+
+
+class FailsWhenReady(Job):
+    """Its loop would run, but on_ready raises first."""
+
+    job_name = "fails_when_ready"
+
+    async def on_init(self) -> None:
+        self.ticks = 0
+        self.every(1.0, self.tick)
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+    def on_ready(self) -> None:
+        raise RuntimeError("the LED driver did not answer")
