@@ -28,12 +28,21 @@ PACKAGE_UI = Path(__file__).with_name("ui")
 AUTOMATION_TYPES = ("temperature", "dosing", "led")
 log = Logger()
 
-JSON_SCALAR = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+JSON_SCALAR = {
+    "anyOf": [
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+}
 
 
 def _scalar(instance: Any, attribute: Any, value: Any) -> None:
     if value is not None and not isinstance(value, (str, int, float, bool)):
-        raise ValueError(f"{attribute.name} must be a string, number, boolean or null, not {type(value).__name__}")
+        raise ValueError(
+            f"{attribute.name} must be a string, number, boolean or null, not {type(value).__name__}"
+        )
 
 
 def _unique_keys(instance: Any, attribute: Any, value: list[Any]) -> None:
@@ -49,7 +58,9 @@ class PublishedSettingDescriptor:
     type: Literal["numeric", "boolean", "string", "json"]
     display: bool
     description: str | None = None
-    default: Any = field(default=None, validator=_scalar, metadata={"json_schema": JSON_SCALAR})
+    default: Any = field(
+        default=None, validator=_scalar, metadata={"json_schema": JSON_SCALAR}
+    )
     unit: str | None = None
     label: str | None = None
     editable: bool = True
@@ -70,7 +81,9 @@ class JobDescriptor:
     display_name: str
     job_name: str
     display: bool
-    published_settings: list[PublishedSettingDescriptor] = field(factory=list, validator=_unique_keys)
+    published_settings: list[PublishedSettingDescriptor] = field(
+        factory=list, validator=_unique_keys
+    )
     source: str | None = None
     description: str | None = None
     subtext: str | None = None
@@ -82,7 +95,9 @@ class AutomationField:
     key: str
     label: str
     type: Literal["numeric", "string", "select", "boolean"]
-    default: Any = field(default=None, validator=_scalar, metadata={"json_schema": JSON_SCALAR})
+    default: Any = field(
+        default=None, validator=_scalar, metadata={"json_schema": JSON_SCALAR}
+    )
     disabled: bool = False
     required: bool = True
     unit: str | None = None
@@ -118,11 +133,17 @@ def _files(directories: Iterable[Path]) -> list[Path]:
     found = []
     for directory in directories:
         if directory.is_dir():
-            found += sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+            found += sorted(
+                p
+                for p in directory.iterdir()
+                if p.suffix in (".yaml", ".yml") and p.is_file()
+            )
     return found
 
 
-def _load(directories: Iterable[Path], cls: type[Any], key: str) -> list[dict[str, Any]]:
+def _load(
+    directories: Iterable[Path], cls: type[Any], key: str
+) -> list[dict[str, Any]]:
     """Blocking: every valid file, keyed by ``key`` so a later one wins, in first-seen order."""
     by_name: dict[str, dict[str, Any]] = {}
     for path in _files(directories):
@@ -131,7 +152,9 @@ def _load(directories: Iterable[Path], cls: type[Any], key: str) -> list[dict[st
             described = structure(document, cls)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ApiError) as e:
             why = f"{e.error}: {e.cause}" if isinstance(e, ApiError) else str(e)
-            log.warn("Skipping the UI descriptor {path}: {why}", path=str(path), why=why)
+            log.warning(
+                "Skipping the UI descriptor {path}: {why}", path=str(path), why=why
+            )
             continue
         by_name[getattr(described, key)] = attrs.asdict(described)
     return list(by_name.values())
@@ -148,9 +171,13 @@ class Descriptors:
         return [self.package_ui, self.data_dir / "ui", self.data_dir / "plugins" / "ui"]
 
     def jobs(self) -> Deferred[list[dict[str, Any]]]:
-        return deferToThread(_load, [root / "jobs" for root in self._roots()], JobDescriptor, "job_name")
+        return deferToThread(
+            _load, [root / "jobs" for root in self._roots()], JobDescriptor, "job_name"
+        )
 
     def automations(self, automation_type: str) -> Deferred[list[dict[str, Any]]]:
         check_automation_type(automation_type)
         directories = [root / "automations" / automation_type for root in self._roots()]
-        return deferToThread(_load, directories, AutomationDescriptor, "automation_name")
+        return deferToThread(
+            _load, directories, AutomationDescriptor, "automation_name"
+        )

@@ -26,8 +26,8 @@ from .descriptors import Descriptors
 from .errors import ApiError
 from .fanout import FanOut, UnitAddresses
 from .hardware.connection import PigpioConnection
-from .hardware.safety import HeaterGuard
 from .hardware.hat import Hat
+from .hardware.safety import HeaterGuard
 from .hardware.unit import Hardware, HardwareSettings, model_of
 from .jobs.bioreactor import Bioreactor
 from .jobs.manager import Connector, JobManager
@@ -41,8 +41,8 @@ from .resources.experiments import ExperimentsApi
 from .resources.jobs import JobsApi, leader_experiment
 from .resources.routing import Router, make_site
 from .resources.task_results import TaskResultsApi
-from .resources.unit_jobs import UnitJobsApi
 from .resources.unit_info import UnitInfoApi
+from .resources.unit_jobs import UnitJobsApi
 from .resources.units import UnitsApi
 from .resources.workers import WorkersApi
 from .security.policy import PolicyError, build_policy

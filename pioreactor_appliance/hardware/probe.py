@@ -7,6 +7,7 @@ behind. A read that fails, for whatever reason, counts the chip as missing.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -52,19 +53,24 @@ def _answers(pi: Any, address: int, register: int) -> bool:
     except Exception:
         return False
     finally:
-        try:
+        with suppress(Exception):
             pi.i2c_close(handle)
-        except Exception:
-            pass
 
 
-async def check_i2c(connection: PigpioConnection, hat: Hat, model: Model) -> dict[str, str]:
+async def check_i2c(
+    connection: PigpioConnection, hat: Hat, model: Model
+) -> dict[str, str]:
     """``{"status": "ok"}``, ``{"status": "warning", "reason": ...}`` naming the missing chips, or ``skipped``."""
     if hat_major(hat) != "1":
-        return {"status": "skipped", "reason": "hardware check only applies to HAT v1.x"}
+        return {
+            "status": "skipped",
+            "reason": "hardware check only applies to HAT v1.x",
+        }
     missing = []
     for address, register in expected_devices(hat, model).items():
-        answered: Deferred[bool] = connection.call(lambda pi, a=address, r=register: _answers(pi, a, r))
+        answered: Deferred[bool] = connection.call(
+            lambda pi, a=address, r=register: _answers(pi, a, r)
+        )
         try:
             ok = await answered
         except Exception:
@@ -72,5 +78,8 @@ async def check_i2c(connection: PigpioConnection, hat: Hat, model: Model) -> dic
         if not ok:
             missing.append(f"0x{address:02x}")
     if missing:
-        return {"status": "warning", "reason": f"missing I2C devices at {', '.join(missing)}"}
+        return {
+            "status": "warning",
+            "reason": f"missing I2C devices at {', '.join(missing)}",
+        }
     return {"status": "ok"}

@@ -13,7 +13,13 @@ from .base import STATE
 from .registry import Registry
 from .settings import Option, Setting
 
-_CLI_TYPES = {"float": "float", "integer": "integer", "string": "text", "boolean": "boolean", "json": "text"}
+_CLI_TYPES = {
+    "float": "float",
+    "integer": "integer",
+    "string": "text",
+    "boolean": "boolean",
+    "json": "text",
+}
 
 
 class CapabilityOption(TypedDict):
@@ -60,23 +66,43 @@ def _option(name: str, option: Option) -> CapabilityOption:
 
 
 def _setting_option(name: str, setting: Setting) -> CapabilityOption:
-    return {"name": name, "long_flag": name.replace("_", "-"), "help": "", "required": False, "multiple": False, "default": None, "type": setting.datatype}
+    return {
+        "name": name,
+        "long_flag": name.replace("_", "-"),
+        "help": "",
+        "required": False,
+        "multiple": False,
+        "default": None,
+        "type": setting.datatype,
+    }
 
 
 def capability(kind: Any) -> Capability:
     automation_name = getattr(kind, "automation_name", None)
-    options = [_option(name, option) for name, option in kind.options.items() if name != "automation_name"]
+    options = [
+        _option(name, option)
+        for name, option in kind.options.items()
+        if name != "automation_name"
+    ]
     if automation_name is not None:
         # As the reference: an automation also takes each settable setting as an option.
         taken = {o["name"] for o in options}
-        options += [_setting_option(n, s) for n, s in kind.published_settings.items() if s.settable and n not in taken]
-    settings = {name: setting.as_json() for name, setting in kind.published_settings.items()}
+        options += [
+            _setting_option(n, s)
+            for n, s in kind.published_settings.items()
+            if s.settable and n not in taken
+        ]
+    settings = {
+        name: setting.as_json() for name, setting in kind.published_settings.items()
+    }
     settings[STATE] = {"datatype": "string", "settable": True}
     described: Capability = {"job_name": kind.job_name}  # type: ignore[typeddict-item]
     example = f"pio run {kind.job_name} [OPTIONS]"
     if automation_name is not None:
         described["automation_name"] = automation_name
-        example = f"pio run {kind.job_name} --automation-name {automation_name} [OPTIONS]"
+        example = (
+            f"pio run {kind.job_name} --automation-name {automation_name} [OPTIONS]"
+        )
     described.update(
         help=kind.help or (kind.__doc__ or "").strip().split("\n")[0],
         arguments=[],

@@ -39,7 +39,7 @@ from ..jobs.manager import (
 )
 from ..jobs.payloads import BadPayload, decode, encode
 from ..jobs.settings import BadOptions
-from ..jobs.states import REQUESTABLE, State
+from ..jobs.states import REQUESTABLE
 from ..models import BUILT_IN_MODELS
 from ..tasks import Accepted, TaskRegistry
 from .background import Publisher
@@ -56,7 +56,9 @@ ExperimentLookup = Callable[[], Deferred[dict[str, Any]]]
 def _is_override(instance: Any, attribute: Any, value: list[list[str]]) -> None:
     for entry in value:
         if len(entry) != 3:
-            raise ValueError(f"config_overrides: each entry is [section, key, value], not {entry!r}")
+            raise ValueError(
+                f"config_overrides: each entry is [section, key, value], not {entry!r}"
+            )
 
 
 @define
@@ -69,7 +71,16 @@ class RunJob:
     config_overrides: list[list[str]] = field(
         factory=list,
         validator=_is_override,
-        metadata={"json_schema": {"items": {"type": "array", "items": {"type": "string"}, "minItems": 3, "maxItems": 3}}},
+        metadata={
+            "json_schema": {
+                "items": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 3,
+                    "maxItems": 3,
+                }
+            }
+        },
     )
 
 
@@ -161,7 +172,9 @@ def cast_setting(job: Job, name: str, value: Any) -> Any:
         return wanted[value]
     setting = job.published_settings.get(name)
     if setting is None or not setting.settable:
-        settable = sorted(n for n, s in job.published_settings.items() if s.settable) + [STATE]
+        settable = sorted(
+            n for n, s in job.published_settings.items() if s.settable
+        ) + [STATE]
         raise ApiError(
             400,
             f"Setting {name} cannot be changed.",
@@ -171,11 +184,19 @@ def cast_setting(job: Job, name: str, value: Any) -> Any:
     if setting.wire_type == "json":
         return value
     if isinstance(value, (dict, list)):
-        raise ApiError(400, f"Invalid value for setting {name}.", cause=f"{name} is a {setting.datatype}, not a JSON {type(value).__name__}.")
+        raise ApiError(
+            400,
+            f"Invalid value for setting {name}.",
+            cause=f"{name} is a {setting.datatype}, not a JSON {type(value).__name__}.",
+        )
     try:
         return decode(encode(value), setting.wire_type)
     except BadPayload as e:
-        raise ApiError(400, f"Invalid value for setting {name}.", cause=f"{name} is a {setting.datatype}: {e}.") from None
+        raise ApiError(
+            400,
+            f"Invalid value for setting {name}.",
+            cause=f"{name} is a {setting.datatype}: {e}.",
+        ) from None
 
 
 def leader_experiment(fanout: FanOut, leader: str, unit: str) -> ExperimentLookup:
@@ -228,7 +249,14 @@ class JobsApi:
 
     # --- running -------------------------------------------------------------
 
-    @route(app, "/unit_api/jobs/run/job_name/<job_name>", ["POST", "PATCH"], body=RunJob, returns=Accepted, status=202)
+    @route(
+        app,
+        "/unit_api/jobs/run/job_name/<job_name>",
+        ["POST", "PATCH"],
+        body=RunJob,
+        returns=Accepted,
+        status=202,
+    )
     def run(self, request: IRequest, job_name: str, body: RunJob) -> Reply:
         """Start a job; the task succeeds with {"ok": true} once it is ready, or fails saying why.
 
@@ -249,9 +277,13 @@ class JobsApi:
             self._jobs.check_debounce(job_name)
             try:
                 self._jobs.prepare(run)
-            except AlreadyRunning as e:  # as the reference: the job itself refuses, so the task fails
+            except (
+                AlreadyRunning
+            ) as e:  # as the reference: the job itself refuses, so the task fails
                 running = e
-            long_running = bool(self._jobs.kind_of(job_name, body.options).is_long_running)
+            long_running = bool(
+                self._jobs.kind_of(job_name, body.options).is_long_running
+            )
         except TooSoon:
             raise ApiError(
                 429,
@@ -261,7 +293,9 @@ class JobsApi:
                 headers={b"retry-after": b"1"},
             ) from None
         except UnknownJob:
-            known = sorted(self._jobs.registry.jobs) + [f"{t}_automation" for t in self._jobs.registry.automations]
+            known = sorted(self._jobs.registry.jobs) + [
+                f"{t}_automation" for t in self._jobs.registry.automations
+            ]
             raise ApiError(
                 404,
                 f"Unknown job: {job_name}",
@@ -269,13 +303,28 @@ class JobsApi:
                 remediation="Use a job_name from GET /unit_api/capabilities.",
             ) from None
         except BadOptions as e:
-            raise ApiError(400, "Invalid options for this job.", cause=str(e), remediation="See the job's options in GET /unit_api/capabilities.") from None
+            raise ApiError(
+                400,
+                "Invalid options for this job.",
+                cause=str(e),
+                remediation="See the job's options in GET /unit_api/capabilities.",
+            ) from None
 
         async def start() -> RunResult:
             if running is not None:
-                raise ApiError(409, str(running), cause=str(running), remediation="Stop it first, or change its settings instead.")
+                raise ApiError(
+                    409,
+                    str(running),
+                    cause=str(running),
+                    remediation="Stop it first, or change its settings instead.",
+                )
             if body.env.get("ACTIVE") == "0":
-                raise ApiError(403, "unit is inactive", cause=f"{self.unit} is marked inactive on the leader.", remediation="Mark it active first.")
+                raise ApiError(
+                    403,
+                    "unit is inactive",
+                    cause=f"{self.unit} is marked inactive on the leader.",
+                    remediation="Mark it active first.",
+                )
             full = run
             if long_running:
                 full = evolve(run, experiment=LONG_RUNNING_EXPERIMENT)
@@ -284,16 +333,28 @@ class JobsApi:
             try:
                 await self._jobs.run(full)
             except AlreadyRunning as e:
-                raise ApiError(409, str(e), cause=str(e), remediation="Stop it first, or change its settings instead.") from None
+                raise ApiError(
+                    409,
+                    str(e),
+                    cause=str(e),
+                    remediation="Stop it first, or change its settings instead.",
+                ) from None
             except (JobFailed, TooSoon) as e:
-                raise ApiError(500, f"{job_name} did not start: {e}", cause=str(e), remediation="Check the unit's log, fix the cause and run it again.") from None
+                raise ApiError(
+                    500,
+                    f"{job_name} did not start: {e}",
+                    cause=str(e),
+                    remediation="Check the unit's log, fix the cause and run it again.",
+                ) from None
             return {"ok": True}
 
         return self._accepted(start)
 
     async def _assigned_experiment(self, env: dict[str, str]) -> str:
         assignment = await self._lookup_experiment()
-        experiment = assignment.get("experiment") if isinstance(assignment, dict) else None
+        experiment = (
+            assignment.get("experiment") if isinstance(assignment, dict) else None
+        )
         if not isinstance(experiment, str) or not experiment:
             raise ApiError(
                 500,
@@ -302,25 +363,51 @@ class JobsApi:
                 remediation="Assign this unit to an experiment, or send EXPERIMENT in the run's env.",
             )
         if "ACTIVE" not in env and assignment.get("is_active") == 0:
-            raise ApiError(403, "unit is inactive", cause=f"The leader marks {self.unit} inactive.", remediation="Mark it active first.")
+            raise ApiError(
+                403,
+                "unit is inactive",
+                cause=f"The leader marks {self.unit} inactive.",
+                remediation="Mark it active first.",
+            )
         return experiment
 
     # --- stopping ------------------------------------------------------------
 
-    @route(app, "/unit_api/jobs/stop", ["POST", "PATCH"], body=StopJobs, returns=Accepted, status=202)
+    @route(
+        app,
+        "/unit_api/jobs/stop",
+        ["POST", "PATCH"],
+        body=StopJobs,
+        returns=Accepted,
+        status=202,
+    )
     def stop(self, request: IRequest, body: StopJobs) -> Reply:
         """Stop the running jobs matching every filter given (long-running ones too); the task's result is true."""
-        if not (body.job_name or body.experiment or body.job_source or body.job_id is not None):
+        if not (
+            body.job_name
+            or body.experiment
+            or body.job_source
+            or body.job_id is not None
+        ):
             raise ApiError(
                 400,
                 "No job filter specified",
                 cause="None of job_name, experiment, job_source and job_id was given.",
                 remediation="Give at least one filter, or use /unit_api/jobs/stop/all.",
             )
-        filters = {"job_name": body.job_name, "experiment": body.experiment, "job_source": body.job_source, "job_id": body.job_id}
-        return self._accepted(lambda: self._jobs.stop(**filters).addCallback(lambda _: True))
+        filters = {
+            "job_name": body.job_name,
+            "experiment": body.experiment,
+            "job_source": body.job_source,
+            "job_id": body.job_id,
+        }
+        return self._accepted(
+            lambda: self._jobs.stop(**filters).addCallback(lambda _: True)
+        )
 
-    @route(app, "/unit_api/jobs/stop/all", ["POST", "PATCH"], returns=Accepted, status=202)
+    @route(
+        app, "/unit_api/jobs/stop/all", ["POST", "PATCH"], returns=Accepted, status=202
+    )
     def stop_all(self, request: IRequest) -> Reply:
         """Stop every running job except the long-running ones (the monitor); the task's result is true."""
         return self._accepted(lambda: self._jobs.stop_all().addCallback(lambda _: True))
@@ -341,12 +428,21 @@ class JobsApi:
     @route(app, "/unit_api/jobs/running/<job_name>", ["GET"], returns=list[JobRecord])
     def running_named(self, request: IRequest, job_name: str) -> list[dict[str, Any]]:
         """The running job of that name (an empty list if it is not running)."""
-        return [r.as_json() for r in self._jobs.running_jobs() if r.job_name == job_name]
+        return [
+            r.as_json() for r in self._jobs.running_jobs() if r.job_name == job_name
+        ]
 
-    @route(app, "/unit_api/jobs/running/experiments/<experiment>", ["GET"], returns=list[JobRecord])
+    @route(
+        app,
+        "/unit_api/jobs/running/experiments/<experiment>",
+        ["GET"],
+        returns=list[JobRecord],
+    )
     def running_in(self, request: IRequest, experiment: str) -> list[dict[str, Any]]:
         """The jobs running in that experiment."""
-        return [r.as_json() for r in self._jobs.running_jobs() if r.experiment == experiment]
+        return [
+            r.as_json() for r in self._jobs.running_jobs() if r.experiment == experiment
+        ]
 
     @route(app, "/unit_api/long_running_jobs/running", ["GET"], returns=list[JobRecord])
     def long_running(self, request: IRequest) -> list[dict[str, Any]]:
@@ -361,26 +457,54 @@ class JobsApi:
             raise _no_settings(job_name)
         return job
 
-    @route(app, "/unit_api/jobs/settings/job_name/<job_name>", ["GET"], returns=JobSettings)
+    @route(
+        app, "/unit_api/jobs/settings/job_name/<job_name>", ["GET"], returns=JobSettings
+    )
     def settings(self, request: IRequest, job_name: str) -> JobSettings:
         """The published settings of a running job, $state included."""
         return {"settings": job_settings(self._running_job(job_name))}
 
-    @route(app, "/unit_api/jobs/settings/job_name/<job_name>/setting/<setting>", ["GET"], returns=dict[str, Any])
+    @route(
+        app,
+        "/unit_api/jobs/settings/job_name/<job_name>/setting/<setting>",
+        ["GET"],
+        returns=dict[str, Any],
+    )
     def setting(self, request: IRequest, job_name: str, setting: str) -> dict[str, Any]:
         """One published setting of a running job ($state for its state)."""
         settings = job_settings(self._running_job(job_name))
         if setting not in settings:
-            raise ApiError(404, "Setting not found.", cause=f"{job_name} publishes no {setting!r} now.", remediation="See GET /unit_api/jobs/settings/job_name/<job_name>.")
+            raise ApiError(
+                404,
+                "Setting not found.",
+                cause=f"{job_name} publishes no {setting!r} now.",
+                remediation="See GET /unit_api/jobs/settings/job_name/<job_name>.",
+            )
         return {setting: settings[setting]}
 
-    @route(app, "/unit_api/jobs/settings/job_name/<job_name>", ["PATCH"], body=JobSettingsChange, returns=JobSettings)
-    async def change_settings(self, request: IRequest, job_name: str, body: JobSettingsChange) -> JobSettings:
+    @route(
+        app,
+        "/unit_api/jobs/settings/job_name/<job_name>",
+        ["PATCH"],
+        body=JobSettingsChange,
+        returns=JobSettings,
+    )
+    async def change_settings(
+        self, request: IRequest, job_name: str, body: JobSettingsChange
+    ) -> JobSettings:
         """Change settable settings of a running job, all checked before any is applied; answers its settings after."""
         job = self._running_job(job_name)
         if not body.settings:
-            raise ApiError(400, "Missing settings.", cause="The settings object is empty.", remediation='Send {"settings": {"<name>": <value>}}.')
-        changes = {name: cast_setting(job, name, value) for name, value in body.settings.items()}
+            raise ApiError(
+                400,
+                "Missing settings.",
+                cause="The settings object is empty.",
+                remediation='Send {"settings": {"<name>": <value>}}.',
+            )
+        changes = {
+            name: cast_setting(job, name, value)
+            for name, value in body.settings.items()
+        }
         for name, value in changes.items():
             if name == STATE:
                 continue
@@ -396,8 +520,15 @@ class JobsApi:
         """How the UI shows each job: the shipped descriptors, overlaid by this unit's and its plugins'."""
         return await self._descriptors.jobs()
 
-    @route(app, "/unit_api/automations/descriptors/<automation_type>", ["GET"], returns=list[AutomationDescriptor])
-    async def automation_descriptors(self, request: IRequest, automation_type: str) -> Any:
+    @route(
+        app,
+        "/unit_api/automations/descriptors/<automation_type>",
+        ["GET"],
+        returns=list[AutomationDescriptor],
+    )
+    async def automation_descriptors(
+        self, request: IRequest, automation_type: str
+    ) -> Any:
         """The forms for starting each automation of a type (temperature, dosing or led)."""
         return await self._descriptors.automations(automation_type)
 
@@ -408,26 +539,61 @@ class JobsApi:
 
     # --- bioreactor ----------------------------------------------------------
 
-    @route(app, "/unit_api/bioreactor/experiments/<experiment>", ["GET"], returns=BioreactorValues)
+    @route(
+        app,
+        "/unit_api/bioreactor/experiments/<experiment>",
+        ["GET"],
+        returns=BioreactorValues,
+    )
     def bioreactor(self, request: IRequest, experiment: str) -> BioreactorValues:
         """The vial's liquid bookkeeping in this experiment."""
         return {"values": self._bioreactor.values(experiment)}
 
-    @route(app, "/unit_api/bioreactor/experiments/<experiment>", ["PATCH"], body=BioreactorChange, returns=Success)
-    def change_bioreactor(self, request: IRequest, experiment: str, body: BioreactorChange) -> Success:
+    @route(
+        app,
+        "/unit_api/bioreactor/experiments/<experiment>",
+        ["PATCH"],
+        body=BioreactorChange,
+        returns=Success,
+    )
+    def change_bioreactor(
+        self, request: IRequest, experiment: str, body: BioreactorChange
+    ) -> Success:
         """Edit the bookkeeping: every value is checked before any is stored and published."""
         if not body.values:
-            raise ApiError(400, "Missing bioreactor values.", remediation='Send {"values": {"current_volume_ml": 14.0}}.')
+            raise ApiError(
+                400,
+                "Missing bioreactor values.",
+                remediation='Send {"values": {"current_volume_ml": 14.0}}.',
+            )
         try:
             d = self._bioreactor.update(experiment, body.values, self._mqtt)
         except BadValue as e:
-            raise ApiError(400, "Invalid bioreactor value.", cause=str(e), remediation="Send numbers within each variable's bounds.") from None
-        d.addErrback(lambda f: log.failure("Bioreactor values of {experiment} not all stored or published", f, experiment=experiment))
+            raise ApiError(
+                400,
+                "Invalid bioreactor value.",
+                cause=str(e),
+                remediation="Send numbers within each variable's bounds.",
+            ) from None
+        d.addErrback(
+            lambda f: log.failure(
+                "Bioreactor values of {experiment} not all stored or published",
+                f,
+                experiment=experiment,
+            )
+        )
         return {"status": "success"}
 
     # --- hardware ------------------------------------------------------------
 
-    @route(app, "/unit_api/hardware/check", ["POST", "PATCH"], body=HardwareCheck, returns=Accepted, status=202)
+    @route(
+        app,
+        "/unit_api/hardware/check",
+        ["POST", "PATCH"],
+        body=HardwareCheck,
+        returns=Accepted,
+        status=202,
+    )
     def hardware_check(self, request: IRequest, body: HardwareCheck) -> Reply:
         """Probe the I2C chips this HAT and model need; the result is ok, skipped, or a warning naming the missing ones."""
         for model in BUILT_IN_MODELS:
