@@ -152,7 +152,7 @@ def _load(
             described = structure(document, cls)
         except (OSError, UnicodeDecodeError, yaml.YAMLError, ApiError) as e:
             why = f"{e.error}: {e.cause}" if isinstance(e, ApiError) else str(e)
-            log.warning(
+            log.warn(  # noqa: G010 (twisted's Logger has warn)
                 "Skipping the UI descriptor {path}: {why}", path=str(path), why=why
             )
             continue

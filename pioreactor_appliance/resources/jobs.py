@@ -576,10 +576,10 @@ class JobsApi:
                 remediation="Send numbers within each variable's bounds.",
             ) from None
         d.addErrback(
-            lambda f: log.failure(
-                "Bioreactor values of {experiment} not all stored or published",
-                f,
+            lambda f: log.warn(  # noqa: G010 (twisted's Logger has warn)
+                "Bioreactor values of {experiment} not all stored or published: {why}",
                 experiment=experiment,
+                why=f.getErrorMessage(),
             )
         )
         return {"status": "success"}

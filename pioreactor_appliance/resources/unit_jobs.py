@@ -57,6 +57,26 @@ class BrokerAway(Exception):
     pass
 
 
+def check_topic_names(*names: str) -> None:
+    """400 for a name that cannot be one level of an MQTT topic, before anything is published."""
+    for name in names:
+        problem = None
+        if not name or any(c in name for c in "+#/\0"):
+            problem = "must not be empty or contain +, #, / or NUL"
+        else:
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                problem = "is not valid UTF-8 text"
+        if problem:
+            raise ApiError(
+                400,
+                "Invalid name for an MQTT topic.",
+                cause=f"{name!r} {problem}.",
+                remediation="Use plain names for units, experiments, jobs and settings.",
+            )
+
+
 def _run_targets(
     conn: sqlite3.Connection, unit: str, experiment: str
 ) -> list[dict[str, Any]]:
@@ -329,6 +349,7 @@ class UnitJobsApi:
         return Reply(await self._stop_experiment(unit, experiment), code=202)
 
     async def _stop_job(self, unit: str, job: str, experiment: str) -> Reply:
+        check_topic_names(unit, experiment, job)
         topic = f"pioreactor/{unit}/{experiment}/{job}/$state/set"
         try:
             await self._publish(topic, b"disconnected")
@@ -387,6 +408,7 @@ class UnitJobsApi:
                 cause="The settings object is empty.",
                 remediation='Send {"settings": {"<name>": <value>}}.',
             )
+        check_topic_names(unit, experiment, job, *body.settings)
         for key, value in body.settings.items():
             try:
                 await self._publish(
@@ -602,6 +624,7 @@ class UnitJobsApi:
     @route(app, "/api/workers/<unit>/blink", ["POST"], returns=Acknowledged, status=202)
     async def blink(self, request: IRequest, unit: str) -> Reply:
         """Flash the unit's LED (its monitor answers the MQTT message); the unit is not checked."""
+        check_topic_names(unit)
         try:
             await self._publish(
                 f"pioreactor/{unit}/$experiment/monitor/flicker_led_response_okay", b"1"

@@ -400,3 +400,32 @@ class UnitJobsTests(LeaderApiTestCase):
                 )
             ],
         )
+
+    async def test_names_that_cannot_be_topics_are_400_before_anything_is_published(
+        self,
+    ) -> None:
+        for method, path, body in [
+            (
+                "PATCH",
+                "/api/units/pio1/jobs/update/job_name/stirring/experiments/exp1",
+                {"settings": {"a+b": 1}},
+            ),
+            (
+                "PATCH",
+                "/api/units/pio1/jobs/update/job_name/stirring/experiments/exp1",
+                {"settings": {"ok": 1, "\udc25": 1}},
+            ),
+            (
+                "POST",
+                "/api/units/pio1/jobs/stop/job_name/st+irring/experiments/exp1",
+                None,
+            ),
+            ("POST", "/api/workers/pio%2B1/blink", None),
+        ]:
+            error = (
+                await self.call(method, path, expect=400, json=body)
+                if body
+                else await self.call(method, path, expect=400)
+            )
+            self.assertEqual(error["error"], "Invalid name for an MQTT topic.")
+        self.assertEqual(self.mqtt.published, [])
