@@ -429,3 +429,15 @@ class UnitJobsTests(LeaderApiTestCase):
             )
             self.assertEqual(error["error"], "Invalid name for an MQTT topic.")
         self.assertEqual(self.mqtt.published, [])
+
+    async def test_control_characters_never_reach_the_broker(self) -> None:
+        for name in ["a\u0003b", "\u0085", "x\uffff"]:
+            body = {"settings": {name: 1}}
+            await self.call(
+                "PATCH",
+                "/api/units/pio1/jobs/update/job_name/stirring/experiments/exp1",
+                expect=400,
+                json=body,
+            )
+        await self.call("POST", "/api/workers/%18pio/blink", expect=400)
+        self.assertEqual(self.mqtt.published, [])
