@@ -82,6 +82,105 @@ def check_topic_names(*names: str) -> None:
             )
 
 
+def _run_targets(
+    conn: sqlite3.Connection, unit: str, experiment: str
+) -> list[dict[str, Any]]:
+    """The active workers a run reaches, with their models; 404 when there are none."""
+    rows = (
+        all_workers(conn)
+        if experiment == ALL_EXPERIMENTS
+        else experiment_workers(conn, experiment)
+    )
+    active = [row for row in rows if row["is_active"]]
+    where = (
+        "any experiment"
+        if experiment == ALL_EXPERIMENTS
+        else f"experiment {experiment}"
+    )
+    if unit != BROADCAST:
+        active = [row for row in active if row["pioreactor_unit"] == unit]
+        if not active:
+            raise ApiError(
+                404,
+                f"Worker {unit} is not active and assigned to {experiment}.",
+                cause=f"{unit} is not a registered worker, is inactive, or is not assigned to {where}.",
+                remediation=f"Assign it with PUT /api/experiments/{experiment}/workers and make it active.",
+            )
+    elif not active:
+        raise ApiError(
+            404,
+            f"No active workers in {experiment}.",
+            cause=f"No active worker is assigned to {where}.",
+            remediation=f"Assign workers with PUT /api/experiments/{experiment}/workers.",
+        )
+    return active
+
+
+def _cluster_targets(conn: sqlite3.Connection, unit: str, leader: str) -> list[str]:
+    units = cluster_units(conn, leader)
+    if unit == BROADCAST:
+        return units
+    if unit not in units:
+        raise ApiError(
+            400,
+            f"Unknown Pioreactor unit: {unit}",
+            cause=f"{unit!r} is neither the leader nor a registered worker.",
+            remediation="Use a name from GET /api/units, or $broadcast for every unit.",
+        )
+    return [unit]
+
+
+def _experiment_units(conn: sqlite3.Connection, experiment: str) -> list[str]:
+    rows = (
+        all_workers(conn)
+        if experiment == ALL_EXPERIMENTS
+        else experiment_workers(conn, experiment)
+    )
+    return [row["pioreactor_unit"] for row in rows]
+
+
+def _settings_targets(
+    conn: sqlite3.Connection, unit: str, experiment: str
+) -> list[str]:
+    units = _experiment_units(conn, experiment)
+    if unit == BROADCAST:
+        return units
+    if unit not in units:
+        raise ApiError(
+            404,
+            f"Worker {unit} is not in {experiment}.",
+            cause=f"{unit} is not a worker assigned to {experiment}.",
+            remediation=f"See GET /api/experiments/{experiment}/workers.",
+        )
+    return [unit]
+
+
+def _require_worker(conn: sqlite3.Connection, unit: str) -> None:
+    if unit == BROADCAST:
+        raise ApiError(
+            400,
+            "$broadcast is not accepted here.",
+            cause="This route asks one worker.",
+            remediation="Name one worker from GET /api/workers.",
+        )
+    if get_worker(conn, unit) is None:
+        raise ApiError(
+            400,
+            f"Unknown Pioreactor worker: {unit}",
+            cause=f"{unit!r} is not a registered worker.",
+            remediation="Use a name from GET /api/workers.",
+        )
+
+
+def _bioreactor_targets(
+    conn: sqlite3.Connection, unit: str, experiment: str
+) -> list[str]:
+    if unit == BROADCAST:
+        return _experiment_units(conn, experiment)
+    _require_worker(conn, unit)
+    return [unit]
+
+
 class UnitJobsApi:
     app = Klein()
 
