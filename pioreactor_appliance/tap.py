@@ -23,11 +23,14 @@ from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from .config import Config, ConfigError
+from .descriptors import Descriptors
 from .errors import ApiError
 from .fanout import FanOut, UnitAddresses
 from .hardware.connection import PigpioConnection
+from .hardware.hat import Hat
 from .hardware.safety import HeaterGuard
-from .hardware.unit import Hardware, HardwareSettings
+from .hardware.unit import Hardware, HardwareSettings, model_of
+from .jobs.bioreactor import Bioreactor
 from .jobs.manager import Connector, JobManager
 from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
@@ -35,9 +38,11 @@ from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
 from .resources.catalog import CatalogApi
 from .resources.experiments import ExperimentsApi
+from .resources.jobs import JobsApi, leader_experiment
 from .resources.routing import Router, make_site
 from .resources.task_results import TaskResultsApi
 from .resources.unit_info import UnitInfoApi
+from .resources.unit_jobs import UnitJobsApi
 from .resources.units import UnitsApi
 from .resources.workers import WorkersApi
 from .security.policy import PolicyError, build_policy
@@ -235,19 +240,37 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     tasks.setServiceParent(top)
 
     policy = build_policy(settings.unit, settings.data_dir, config, reactor)
-    families: list[Any] = [UnitInfoApi(settings.unit, reactor), TaskResultsApi(tasks)]
+    # Every unit has a fan-out client: the leader reaches the units with it, and a unit asks the leader its experiment.
+    signer = None if policy.verifier is None else Signer(policy.verifier.secret, reactor)
+    fanout = make_fanout(reactor, config, signer)
+    fanout.setName("fanout")
+    fanout.setServiceParent(top)
+    descriptors = Descriptors(settings.data_dir)
+    families: list[Any] = [
+        UnitInfoApi(settings.unit, reactor),
+        TaskResultsApi(tasks),
+        JobsApi(
+            jobs,
+            tasks,
+            mqtt,
+            Bioreactor(cache.cache, config, model_of(config), settings.unit),
+            reactor,
+            descriptors,
+            settings.unit,
+            hardware_connection,
+            Hat.from_config(config),
+            leader_experiment(fanout, config.leader_hostname, settings.unit),
+        ),
+    ]
     fallbacks: dict[str, ApiError] = {}
     if leader:
         assert db is not None
-        signer = None if policy.verifier is None else Signer(policy.verifier.secret, reactor)
-        fanout = make_fanout(reactor, config, signer)
-        fanout.setName("fanout")
-        fanout.setServiceParent(top)
         families += [
             ExperimentsApi(db, reactor, tasks, fanout, settings.unit),
             WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, addresses=config.section("cluster.addresses")),
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
+            UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
         ]
     else:
         fallbacks["/api"] = ApiError(

@@ -99,9 +99,14 @@ class LeaderApiTestCase(TestCase):
             ExperimentsApi(self.db, self.clock, self.tasks, self.fanout, "leader"),
             WorkersApi(self.db, self.clock, self.tasks, self.fanout, self.mqtt, "leader", addresses={"pio1": "10.0.0.21", "pio2": "pio2.lan"}),
             CatalogApi(self.db),
+            *self.more_families(),
         ]
         self.router = Router(families)
         self.stub = StubTreq(self.router)
+
+    def more_families(self) -> list[Any]:
+        """Families a test case adds to the leader's; they may use the fakes, the clock and the database."""
+        return []
 
     async def call(self, method: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
         code, body = await request(self.stub, method, path, **kwargs)

@@ -116,7 +116,7 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_worker_tree_has_no_leader_parts(self) -> None:
         names, http = self.build("worker")
-        self.assertEqual(names, ["hardware", "heater_guard", "mqtt", "local_cache", "jobs", "tasks", "http"])
+        self.assertEqual(names, ["hardware", "heater_guard", "mqtt", "local_cache", "jobs", "tasks", "fanout", "http"])
         paths = {info.path for info in http.factory.resource.routes()}
         self.assertEqual({p for p in paths if p.startswith("/api")}, set())
         self.assertIn("/unit_api/task_results/<task_id>", paths)

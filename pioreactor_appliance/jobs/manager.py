@@ -144,11 +144,15 @@ class JobManager(Service):
             raise BadOptions(
                 f"{request.job_name} takes no arguments, but was given {len(request.args)}"
             )
-        last = self._last_run.get(request.job_name)
-        if last is not None and self._clock.seconds() - last < DEBOUNCE_SECONDS:
-            raise TooSoon(request.job_name)
+        self.check_debounce(request.job_name)
         self._check_not_running(request.job_name)
         return _Prepared(kind, request, options)
+
+    def check_debounce(self, job_name: str) -> None:
+        """TooSoon if ``job_name`` started less than a second ago: the reference's first check, before any other."""
+        last = self._last_run.get(job_name)
+        if last is not None and self._clock.seconds() - last < DEBOUNCE_SECONDS:
+            raise TooSoon(job_name)
 
     def _check_not_running(self, job_name: str) -> None:
         if job_name in self._running:
