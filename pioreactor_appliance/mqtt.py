@@ -101,10 +101,26 @@ def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _forbidden_in_topic(c: str) -> bool:
+    """What MQTT 3.1.1 (1.5.3) forbids or says not to send, and mosquitto refuses."""
+    code = ord(c)
+    return (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or 0xD800 <= code <= 0xDFFF
+        or 0xFDD0 <= code <= 0xFDEF
+        or (code & 0xFFFE) == 0xFFFE
+    )
+
+
 def _check_topic(topic: str, *, is_filter: bool) -> None:
     """Reject topics the broker would refuse, now rather than at the next reconnect."""
     if not topic:
         raise ValueError("empty MQTT topic")
+    if any(_forbidden_in_topic(c) for c in topic):
+        raise ValueError(f"MQTT topic {topic[:80]!r} has control or non-character code points; the broker would drop the connection")
+    if len(topic.encode("utf-8", "surrogatepass")) > 65535:
+        raise ValueError("MQTT topic longer than 65535 bytes")
     levels = topic.split("/")
     for i, level in enumerate(levels):
         if "#" in level or "+" in level:

@@ -138,6 +138,10 @@ class UnitTests(SynchronousTestCase):
             lambda: self.client.subscribe("a/#/c", inbox),
             lambda: self.client.subscribe("a/b+", inbox),
             lambda: self.client.subscribe("a", inbox, qos=-1),
+            lambda: self.client.publish("pioreactor/pio\x01/exp/x", b""),
+            lambda: self.client.publish("pioreactor/pio\x85/exp/x", b""),
+            lambda: self.client.publish("pioreactor/\ufffe/exp/x", b""),
+            lambda: self.client.subscribe("a/\x00", inbox),
         ]:
             self.assertRaises(ValueError, call)
 

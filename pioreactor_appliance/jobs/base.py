@@ -403,20 +403,21 @@ class Job:
             return succeed(None)
         return self.change_setting(name, value)
 
-    def change_setting(self, name: str, value: Any) -> Deferred[None]:
-        """Change a settable setting; a ``set_<name>`` hook that raises ValueError refuses it, with a log line."""
+    def change_setting(self, name: str, value: Any) -> Deferred[str | None]:
+        """Change a settable setting. Fires with None when applied, or with the reason a
+        ``set_<name>`` hook refused it (by raising ValueError), which is also logged."""
         hook = getattr(self, f"set_{name}", None)
 
-        def refused(failure: Failure) -> None:
+        def refused(failure: Failure) -> str:
             failure.trap(ValueError)
-            self.log.warning(
-                f"{self.job_name}: refused {name}={value!r}: {failure.getErrorMessage()}"
-            )
+            reason = failure.getErrorMessage()
+            self.log.warning(f"{self.job_name}: refused {name}={value!r}: {reason}")
+            return reason
 
         def apply() -> Any:
             if hook is None:
                 self.publish(name, value)
                 return None
-            return maybeDeferred(lambda: _settled(hook(value))).addErrback(refused)
+            return maybeDeferred(lambda: _settled(hook(value))).addCallbacks(lambda _: None, refused)
 
         return self.run_guarded(apply)

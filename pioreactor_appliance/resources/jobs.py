@@ -505,10 +505,21 @@ class JobsApi:
             name: cast_setting(job, name, value)
             for name, value in body.settings.items()
         }
+        refusals = []
         for name, value in changes.items():
             if name == STATE:
                 continue
-            await job.change_setting(name, value)
+            reason = await job.change_setting(name, value)
+            if reason is not None:
+                refusals.append(f"{name}={value!r}: {reason}")
+        if refusals:
+            applied = [name for name in changes if name != STATE and not any(r.startswith(f"{name}=") for r in refusals)]
+            raise ApiError(
+                400,
+                f"{job_name} refused {'; '.join(refusals)}",
+                cause=f"The job checks these values itself; applied: {', '.join(applied) or 'nothing'}.",
+                remediation="Send a value the job accepts; see its descriptor for the ranges.",
+            )
         if STATE in changes:
             await job.set_state(changes[STATE])
         return {"settings": job_settings(job)}

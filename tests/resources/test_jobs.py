@@ -435,6 +435,18 @@ class SettingsTests(JobsApiTestCase):
             json={"setting": {"label": "x"}},
         )
 
+    async def test_a_value_the_job_itself_refuses_is_a_400_naming_what_did_apply(self) -> None:
+        await self.run_job()
+        body = await self.call(
+            "PATCH",
+            "/unit_api/jobs/settings/job_name/counter",
+            400,
+            json={"settings": {"label": "kept", "interval": -1}},
+        )
+        self.assertIn("interval=-1.0: the interval must be positive", body["error"])
+        self.assertIn("applied: label", body["cause"])
+        self.assertEqual(self.manager.get("counter").values["interval"], 5.0)
+
 
 class DescriptorTests(JobsApiTestCase):
     async def test_the_shipped_descriptors_are_valid_and_complete(self) -> None:
