@@ -13,6 +13,7 @@ from typing import Any
 
 from zope.interface import provider
 
+from ..config import ConfigError
 from ..timestamps import parse_iso
 from .base import Job, JobFailed
 from .growth_filter import GrowthFilter, normalisation_factors
@@ -38,7 +39,7 @@ class GrowthRateCalculator(Job):
         try:
             self.samples = self.config.get_int(section, "samples_for_od_statistics")
             self.threshold = self.config.get_float(section, "ekf_outlier_std_threshold")
-        except ValueError as e:
+        except ConfigError as e:
             raise JobFailed(str(e)) from None
         if self.samples < 2:
             raise JobFailed(f"[{section}] samples_for_od_statistics must be 2 or more, not {self.samples}")
