@@ -101,7 +101,8 @@ class Ads1114Photodiodes(Photodiodes):
     def __init__(self, connection: PigpioConnection, addresses: dict[int, int]) -> None:
         super().__init__(connection, sorted(addresses))
         self._adcs = {
-            channel: Ads1114(connection, address) for channel, address in addresses.items()
+            channel: Ads1114(connection, address)
+            for channel, address in addresses.items()
         }
 
     def prepare(self) -> Deferred[None]:
@@ -115,7 +116,10 @@ class Ads1114Photodiodes(Photodiodes):
 
 
 def photodiodes_for(
-    connection: PigpioConnection, model_name: str, model_version: str, rp2040: Rp2040 | None
+    connection: PigpioConnection,
+    model_name: str,
+    model_version: str,
+    rp2040: Rp2040 | None,
 ) -> Photodiodes | None:
     """The model's photodiode ADCs, or None where this appliance cannot read them yet (HAT <= 1.0)."""
     if model_version == "1.5":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from statistics import median
 
 from attrs import define
@@ -28,7 +29,9 @@ DRIFT_DECAY = 0.995
 DILUTION_LOG_OD_VARIANCE, DILUTION_RATE_VARIANCE = 0.05, 1e-4
 MIN_RATE, MAX_RATE = -1.0, 3.0
 ADAPT_WEIGHT = 0.02
-ADAPT_CAP = 16.0  # an innovation adapts the noise by at most 16 of its expected variances
+ADAPT_CAP = (
+    16.0  # an innovation adapts the noise by at most 16 of its expected variances
+)
 MAD_TO_STD = 1.4826
 
 
@@ -69,7 +72,9 @@ def _transpose(a: Matrix) -> Matrix:
 
 
 def _diagonal(values: Sequence[float]) -> Matrix:
-    return [[v if i == j else 0.0 for j in range(len(values))] for i, v in enumerate(values)]
+    return [
+        [v if i == j else 0.0 for j in range(len(values))] for i, v in enumerate(values)
+    ]
 
 
 def transition(dt_hours: float) -> Matrix:
@@ -111,7 +116,9 @@ class GrowthFilter:
         if not observations:
             raise ValueError("the warm-up needs at least one sensor")
         if outlier_threshold <= 2:
-            raise ValueError(f"the outlier threshold must be above 2, not {outlier_threshold}")
+            raise ValueError(
+                f"the outlier threshold must be above 2, not {outlier_threshold}"
+            )
         hours = [(t - times_s[0]) / 3600 for t in times_s]
         logs = [[_log(v) for v in obs] for obs in observations]
         variances = [
@@ -125,12 +132,14 @@ class GrowthFilter:
             2 * max(robust_std(sensor) for sensor in logs),
             math.sqrt(mean_variance),
         )
-        dt_nominal = median(b - a for a, b in zip(times_s, times_s[1:]))
+        dt_nominal = median(b - a for a, b in pairwise(times_s))
         scale = max(dt_nominal / NOMINAL_DT_SECONDS, 0.25)
         base = max(MIN_LOG_VARIANCE, 3 * mean_variance / math.exp(start) ** 2)
         return cls(
             state=[start, 0.0, 0.0],
-            covariance=_diagonal([log_std**2, INITIAL_RATE_STD**2, INITIAL_DRIFT_STD**2]),
+            covariance=_diagonal(
+                [log_std**2, INITIAL_RATE_STD**2, INITIAL_DRIFT_STD**2]
+            ),
             process_noise=_diagonal([q * scale for q in PROCESS_NOISE]),
             sensor_variances=variances,
             outlier_threshold=outlier_threshold,
@@ -161,7 +170,10 @@ class GrowthFilter:
         return weighted / weights, 1 / weights
 
     def update(
-        self, observations: Sequence[float], dt_hours: float, recent_dilution: bool = False
+        self,
+        observations: Sequence[float],
+        dt_hours: float,
+        recent_dilution: bool = False,
     ) -> None:
         """Predict ``dt_hours`` ahead, then correct with the readings.
 

@@ -28,7 +28,9 @@ NORMALISATION_NAMESPACE = "od_normalization"
 @provider(IJobKind)
 class GrowthRateCalculator(Job):
     job_name = "growth_rate_calculating"
-    help = "Estimates the culture's growth rate (per hour) and a filtered, normalised OD."
+    help = (
+        "Estimates the culture's growth rate (per hour) and a filtered, normalised OD."
+    )
     published_settings = {
         "growth_rate": Setting("GrowthRate", unit="h⁻¹"),
         "od_filtered": Setting("ODFiltered"),
@@ -42,7 +44,9 @@ class GrowthRateCalculator(Job):
         except ConfigError as e:
             raise JobFailed(str(e)) from None
         if self.samples < 2:
-            raise JobFailed(f"[{section}] samples_for_od_statistics must be 2 or more, not {self.samples}")
+            raise JobFailed(
+                f"[{section}] samples_for_od_statistics must be 2 or more, not {self.samples}"
+            )
         if not self.threshold > 2:
             raise JobFailed(
                 f"[{section}] ekf_outlier_std_threshold must be above 2, not {self.threshold}: "
@@ -50,7 +54,10 @@ class GrowthRateCalculator(Job):
             )
         self.filter: GrowthFilter | None = None
         self.channels: list[str] = []
-        self.factors: dict[str, float] = self.context.unit_state.cache.get(NORMALISATION_NAMESPACE, self.experiment) or {}
+        self.factors: dict[str, float] = (
+            self.context.unit_state.cache.get(NORMALISATION_NAMESPACE, self.experiment)
+            or {}
+        )
         self._skip = SKIPPED_READINGS
         self._warmup: list[tuple[float, dict[str, float]]] = []
         self._last_time: float | None = None
@@ -72,7 +79,9 @@ class GrowthRateCalculator(Job):
             seconds = parse_iso(timestamp).timestamp()
             ods = {channel: float(r["od"]) for channel, r in reading["ods"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            self.log.warning(f"growth_rate_calculating: ignored an OD message it cannot read ({e})")
+            self.log.warning(
+                f"growth_rate_calculating: ignored an OD message it cannot read ({e})"
+            )
             return
         if not ods:
             return
@@ -89,9 +98,13 @@ class GrowthRateCalculator(Job):
             return
         if self._last_time is not None and seconds <= self._last_time:
             return  # a repeated or out-of-order reading
-        dt_hours = (seconds - self._last_time) / 3600 if self._last_time is not None else 0.0
+        dt_hours = (
+            (seconds - self._last_time) / 3600 if self._last_time is not None else 0.0
+        )
         self._last_time = seconds
-        self.filter.update(self._normalised(ods), dt_hours, recent_dilution=self._dilution_updates > 0)
+        self.filter.update(
+            self._normalised(ods), dt_hours, recent_dilution=self._dilution_updates > 0
+        )
         self._dilution_updates = max(self._dilution_updates - 1, 0)
         self._publish(timestamp)
 
@@ -102,12 +115,18 @@ class GrowthRateCalculator(Job):
         if len(self._warmup) < self.samples:
             return
         self.channels = sorted(ods)
-        by_channel = {c: [values[c] for _, values in self._warmup] for c in self.channels}
+        by_channel = {
+            c: [values[c] for _, values in self._warmup] for c in self.channels
+        }
         if sorted(self.factors) != self.channels:
             self.factors = normalisation_factors(by_channel)
-            self.context.unit_state.cache.set(NORMALISATION_NAMESPACE, self.experiment, self.factors)
+            self.context.unit_state.cache.set(
+                NORMALISATION_NAMESPACE, self.experiment, self.factors
+            )
         times = [t for t, _ in self._warmup]
-        normalised = [[v / self.factors[c] for v in by_channel[c]] for c in self.channels]
+        normalised = [
+            [v / self.factors[c] for v in by_channel[c]] for c in self.channels
+        ]
         self.filter = GrowthFilter.from_warmup(times, normalised, self.threshold)
         self._last_time = times[-1]
         self._warmup.clear()
@@ -120,5 +139,11 @@ class GrowthRateCalculator(Job):
 
     def _publish(self, timestamp: str) -> None:
         assert self.filter is not None
-        self.publish("growth_rate", {"growth_rate": self.filter.growth_rate, "timestamp": timestamp})
-        self.publish("od_filtered", {"od_filtered": self.filter.od_filtered, "timestamp": timestamp})
+        self.publish(
+            "growth_rate",
+            {"growth_rate": self.filter.growth_rate, "timestamp": timestamp},
+        )
+        self.publish(
+            "od_filtered",
+            {"od_filtered": self.filter.od_filtered, "timestamp": timestamp},
+        )

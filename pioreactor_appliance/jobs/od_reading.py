@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from zope.interface import provider
 
 from ..calibrations import Calibration, CalibrationError, active_calibration
 from ..config import Config, ConfigError
+from ..deferreds import follow
 from .base import Job, JobFailed
 from .leds import change_leds, hold_leds, release_leds
 from .registry import IJobKind
@@ -34,14 +35,21 @@ REF = "REF"
 MIN_INTERVAL = 1.0  # s: a snapshot takes about half a second
 AUTO = "auto"
 AUTO_START, AUTO_FLOOR = 85.0, 50.0  # % for ir_led_intensity=auto
-AUTO_REF_VOLTS, AUTO_SIGNAL_VOLTS = 0.25, 0.06  # the levels auto aims the photodiodes below
+AUTO_REF_VOLTS, AUTO_SIGNAL_VOLTS = (
+    0.25,
+    0.06,
+)  # the levels auto aims the photodiodes below
 HIGH_INTENSITY = 90.0  # % above which the IR LED ages fast: warn
-SAFETY_EMA = 0.05  # weight of the old value in the photodiode-voltage average the limits watch
+SAFETY_EMA = (
+    0.05  # weight of the old value in the photodiode-voltage average the limits watch
+)
 STOP_VOLTS, WARN_VOLTS = 3.2, 3.0
 ADC_ERROR_CODE = 5  # the monitor's blink code for "ADC too high"
 RELATIVE_INTENSITY_EVERY = 5  # snapshots between relative_intensity_of_ir_led reports
 WARN_EVERY_SECONDS = 300.0
-FIRST_REF_NAMESPACE = "od_reading_first_reference_volts"  # per experiment, for unity normalisation
+FIRST_REF_NAMESPACE = (
+    "od_reading_first_reference_volts"  # per experiment, for unity normalisation
+)
 
 
 @frozen
@@ -68,25 +76,39 @@ class ODConfig:
         if options.get("interval") is not None:
             interval = options["interval"]
         else:
-            rate = options.get("samples_per_second") or config.get_float(section, "samples_per_second")
+            rate = options.get("samples_per_second") or config.get_float(
+                section, "samples_per_second"
+            )
             if not rate > 0:
-                raise ConfigError(f"[{section}] samples_per_second must be positive, not {rate}")
+                raise ConfigError(
+                    f"[{section}] samples_per_second must be positive, not {rate}"
+                )
             interval = 1 / rate
         check_interval(interval)
-        intensity = options.get("ir_led_intensity") or config.get_str(section, "ir_led_intensity")
+        intensity = options.get("ir_led_intensity") or config.get_str(
+            section, "ir_led_intensity"
+        )
         ema = config.get_float(section, "pd_reference_ema")
         if not 0 <= ema < 1:
-            raise ConfigError(f"[{section}] pd_reference_ema is a weight in [0, 1), not {ema}")
+            raise ConfigError(
+                f"[{section}] pd_reference_ema is a weight in [0, 1), not {ema}"
+            )
         normalisation = config.get_str(section, "ref_normalization").strip().lower()
         if normalisation not in ("classic", "unity"):
-            raise ConfigError(f"[{section}] ref_normalization is classic or unity, not {normalisation!r}")
+            raise ConfigError(
+                f"[{section}] ref_normalization is classic or unity, not {normalisation!r}"
+            )
         rounds = config.get_int(section, "sampling_rounds")
         burst = config.get_float(section, "sampling_seconds")
         if rounds < 3 or not 0 <= burst <= 0.25:
-            raise ConfigError(f"[{section}] needs sampling_rounds >= 3 and sampling_seconds 0-0.25, not {rounds} and {burst}")
+            raise ConfigError(
+                f"[{section}] needs sampling_rounds >= 3 and sampling_seconds 0-0.25, not {rounds} and {burst}"
+            )
         settle = config.get_float(section, "duration_between_led_off_and_od_reading")
         if not 0 <= settle <= 1:
-            raise ConfigError(f"[{section}] duration_between_led_off_and_od_reading is 0-1 s, not {settle}")
+            raise ConfigError(
+                f"[{section}] duration_between_led_off_and_od_reading is 0-1 s, not {settle}"
+            )
         signals, references = {}, []
         for channel, role in config.section("od_config.photodiode_channel").items():
             role = (role or "").strip().upper()
@@ -102,15 +124,23 @@ class ODConfig:
             else:
                 signals[channel] = role
         if len(references) > 1 or not signals:
-            raise ConfigError("[od_config.photodiode_channel] needs one or more angles and at most one REF")
-        ir = [channel for channel, role in config.section("leds").items() if (role or "").strip().upper() == "IR"]
+            raise ConfigError(
+                "[od_config.photodiode_channel] needs one or more angles and at most one REF"
+            )
+        ir = [
+            channel
+            for channel, role in config.section("leds").items()
+            if (role or "").strip().upper() == "IR"
+        ]
         if len(ir) != 1 or ir[0] not in LED_CHANNELS:
             raise ConfigError("[leds] must name exactly one of the channels A-D as IR")
         return cls(
             interval=interval,
             ir_led_intensity=parse_intensity(intensity),
             pd_reference_ema=ema,
-            smoothing_penalizer=max(config.get_float(section, "smoothing_penalizer"), 0.0),
+            smoothing_penalizer=max(
+                config.get_float(section, "smoothing_penalizer"), 0.0
+            ),
             turn_off_leds=config.get_bool(section, "turn_off_leds_during_reading"),
             settle_seconds=settle,
             use_dark_offsets=config.get_bool(section, "use_dark_offsets"),
@@ -125,7 +155,9 @@ class ODConfig:
 
 def check_interval(interval: float) -> None:
     if not (math.isfinite(interval) and interval >= MIN_INTERVAL):
-        raise ValueError(f"the interval must be at least {MIN_INTERVAL:g} s, not {interval}")
+        raise ValueError(
+            f"the interval must be at least {MIN_INTERVAL:g} s, not {interval}"
+        )
 
 
 def parse_intensity(value: Any) -> float | str:
@@ -135,7 +167,9 @@ def parse_intensity(value: Any) -> float | str:
     try:
         percent = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"ir_led_intensity is a percentage or auto, not {value!r}") from None
+        raise ValueError(
+            f"ir_led_intensity is a percentage or auto, not {value!r}"
+        ) from None
     if not 0 < percent <= 100:
         raise ValueError(f"ir_led_intensity is a percentage in (0, 100], not {percent}")
     return percent
@@ -150,7 +184,9 @@ def trimmed_mean(values: list[float]) -> float:
 @provider(IJobKind)
 class ODReader(Job):
     job_name = "od_reading"
-    help = "Reads optical density from the photodiodes every interval, with the IR LED on."
+    help = (
+        "Reads optical density from the photodiodes every interval, with the IR LED on."
+    )
     stop_order = 2
     published_settings = {
         "first_od_obs_time": Setting("float", unit="s"),
@@ -163,23 +199,31 @@ class ODReader(Job):
         **{f"calibrated_od{c}": Setting("CalibratedODReading") for c in CHANNELS},
     }
     options = {
-        "interval": Option("float", help="seconds between readings", minimum=MIN_INTERVAL),
-        "samples_per_second": Option("float", help="readings per second", minimum=1e-4, maximum=1 / MIN_INTERVAL),
+        "interval": Option(
+            "float", help="seconds between readings", minimum=MIN_INTERVAL
+        ),
+        "samples_per_second": Option(
+            "float", help="readings per second", minimum=1e-4, maximum=1 / MIN_INTERVAL
+        ),
         "ir_led_intensity": Option("string", help="IR LED intensity in %, or auto"),
     }
 
-    def __init__(self, context: Any, options: Mapping[str, Any], args: list[str]) -> None:
+    def __init__(
+        self, context: Any, options: Mapping[str, Any], args: list[str]
+    ) -> None:
         super().__init__(context, options, args)
         self._options = options
         self.dark: dict[str, float] = {}
         self.calibrations: dict[str, Calibration] = {}  # angle -> active OD calibration
-        self._levels: dict[str, float] = {}  # channel -> last smoothed volts, for the ridge pull
+        # channel -> last smoothed volts, for the ridge pull
+        self._levels: dict[str, float] = {}
         self._safety: dict[str, float] = {}  # channel -> moving average of raw volts
         self._reference: float | None = None  # the smoothed, normalised REF
         self._snapshots = 0
-        self._busy = False
+        self._in_flight: Deferred[None] | None = None  # the snapshot being taken
         self._pauses: set[Deferred[None]] = set()
-        self._restore: dict[str, float] = {}  # LED channels darkened for the reading in progress
+        # LED channels darkened for the reading in progress, and their intensities
+        self._restore: dict[str, float] = {}
         self._warned: dict[str, float] = {}
 
     # --- start and stop --------------------------------------------------
@@ -195,19 +239,30 @@ class ODReader(Job):
             raise JobFailed("od_reading: this unit's photodiode ADC is not supported")
         missing = [c for c in self.channels if int(c) not in self.photodiodes.channels]
         if missing:
-            raise JobFailed(f"od_reading: {self.photodiodes.name} has no photodiode channel {', '.join(missing)}")
+            raise JobFailed(
+                f"od_reading: {self.photodiodes.name} has no photodiode channel {', '.join(missing)}"
+            )
         await self._load_calibrations()
         await self.photodiodes.prepare()
         self.ir_channel = self.settings.ir_channel
         self._hold_free_channels()
-        await change_leds(self, {c: 0.0 for c in self._free_channels()}, source=self.job_name)
+        await change_leds(
+            self, {c: 0.0 for c in self._free_channels()}, source=self.job_name
+        )
         await self._pause(self.settings.settle_seconds)
         dark = await self._burst()
-        self.dark = {c: trimmed_mean(v) if self.settings.use_dark_offsets else 0.0 for c, v in dark.items()}
+        self.dark = {
+            c: trimmed_mean(v) if self.settings.use_dark_offsets else 0.0
+            for c, v in dark.items()
+        }
         intensity = self.settings.ir_led_intensity
-        self.ir_intensity = await self._auto_intensity() if intensity == AUTO else float(intensity)
+        self.ir_intensity = (
+            await self._auto_intensity() if intensity == AUTO else float(intensity)
+        )
         if self.ir_intensity > HIGH_INTENSITY:
-            self.log.warning(f"IR LED intensity {self.ir_intensity:g} % is above {HIGH_INTENSITY:g} %: the LED ages faster")
+            self.log.warning(
+                f"IR LED intensity {self.ir_intensity:g} % is above {HIGH_INTENSITY:g} %: the LED ages faster"
+            )
         mismatch = self._calibration_mismatch(self.ir_intensity)
         if mismatch:
             raise JobFailed(f"od_reading: {mismatch}")
@@ -221,14 +276,22 @@ class ODReader(Job):
         self.publish("first_od_obs_time", self.clock.seconds())
 
     async def on_sleeping(self) -> None:
-        await change_leds(self, {self.ir_channel: 0.0}, source=self.job_name, verbose=False)
+        await change_leds(
+            self, {self.ir_channel: 0.0}, source=self.job_name, verbose=False
+        )
 
     async def on_disconnected(self) -> None:
         for pause in list(self._pauses):
             pause.cancel()
+        if self._in_flight is not None:
+            await follow(
+                self._in_flight
+            )  # its hardware calls and LED changes land first
         try:
             if hasattr(self, "ir_channel"):
-                await change_leds(self, {self.ir_channel: 0.0, **self._restore}, source=self.job_name)
+                await change_leds(
+                    self, {self.ir_channel: 0.0, **self._restore}, source=self.job_name
+                )
         finally:
             release_leds(self)
 
@@ -242,18 +305,24 @@ class ODReader(Job):
         cache = self.context.unit_state.cache
         for angle in sorted(set(self.settings.signals.values())):
             try:
-                calibration = await active_calibration(self.context.data_dir, cache, f"od{angle}")
+                calibration = await active_calibration(
+                    self.context.data_dir, cache, f"od{angle}"
+                )
             except CalibrationError as e:
                 raise JobFailed(f"od_reading: {e}") from None
             if calibration is not None:
                 self.calibrations[angle] = calibration
-                self.log.info(f"Using OD calibration {calibration.calibration_name} for {angle}° readings")
+                self.log.info(
+                    f"Using OD calibration {calibration.calibration_name} for {angle}° readings"
+                )
 
     def _calibration_mismatch(self, intensity: float) -> str | None:
         """Why ``intensity`` cannot be used with the active calibrations, if it cannot."""
         for calibration in self.calibrations.values():
             made_at = calibration.fields.get("ir_led_intensity")
-            if isinstance(made_at, (int, float)) and not math.isclose(made_at, intensity):
+            if isinstance(made_at, (int, float)) and not math.isclose(
+                made_at, intensity
+            ):
                 return (
                     f"OD calibration {calibration.calibration_name} was made with the IR LED at "
                     f"{made_at:g} %, not {intensity:g} %"
@@ -263,15 +332,24 @@ class ODReader(Job):
     async def _auto_intensity(self) -> float:
         """Light at 85 %, then dim until REF and the signal sit well inside the ADC's range (never below 50 %)."""
         if len(self.settings.signals) != 1 or self.settings.reference is None:
-            raise JobFailed("od_reading: ir_led_intensity=auto needs one signal channel and a REF")
-        await change_leds(self, {self.ir_channel: AUTO_START}, source=self.job_name, verbose=False)
+            raise JobFailed(
+                "od_reading: ir_led_intensity=auto needs one signal channel and a REF"
+            )
+        await change_leds(
+            self, {self.ir_channel: AUTO_START}, source=self.job_name, verbose=False
+        )
         await self._pause(self.settings.settle_seconds)
         volts = self._volts(await self._burst())
-        await change_leds(self, {self.ir_channel: 0.0}, source=self.job_name, verbose=False)
+        await change_leds(
+            self, {self.ir_channel: 0.0}, source=self.job_name, verbose=False
+        )
         self._levels.clear()
         limits = [AUTO_START]
         (signal,) = self.settings.signals
-        for channel, target in ((self.settings.reference, AUTO_REF_VOLTS), (signal, AUTO_SIGNAL_VOLTS)):
+        for channel, target in (
+            (self.settings.reference, AUTO_REF_VOLTS),
+            (signal, AUTO_SIGNAL_VOLTS),
+        ):
             if volts[channel] > 0:
                 limits.append(AUTO_START * target / volts[channel])
         chosen = round(max(min(limits), AUTO_FLOOR), 1)
@@ -284,7 +362,9 @@ class ODReader(Job):
         check_interval(value)
         self.interval = value
         self.publish("interval", value)
-        self.publish("first_od_obs_time", self.clock.seconds())  # the timer restarts from now
+        self.publish(
+            "first_od_obs_time", self.clock.seconds()
+        )  # the timer restarts from now
         self.loop.change_interval(value)
 
     def set_ir_led_intensity(self, value: float) -> None:
@@ -294,17 +374,31 @@ class ODReader(Job):
         if mismatch:
             raise ValueError(mismatch)
         if percent > HIGH_INTENSITY:
-            self.log.warning(f"IR LED intensity {percent:g} % is above {HIGH_INTENSITY:g} %: the LED ages faster")
+            self.log.warning(
+                f"IR LED intensity {percent:g} % is above {HIGH_INTENSITY:g} %: the LED ages faster"
+            )
         self.ir_intensity = percent
         self._levels.clear()  # levels at the old intensity say nothing about the new one
         self.publish("ir_led_intensity", percent)
 
     # --- one snapshot ------------------------------------------------------
 
-    async def _snapshot(self) -> None:
-        if self._busy:
-            return  # the previous snapshot is still reading: skip this tick
-        self._busy = True
+    def _snapshot(self) -> Deferred[None]:
+        """One reading; a stop waits for it (``on_disconnected``) rather than cutting it off mid-way."""
+        if self._in_flight is not None:
+            return succeed(
+                None
+            )  # the previous snapshot is still reading: skip this tick
+        d = Deferred.fromCoroutine(self._take_snapshot())
+        self._in_flight = d
+
+        def done(result: Any) -> Any:
+            self._in_flight = None
+            return result
+
+        return d.addBoth(done)
+
+    async def _take_snapshot(self) -> None:
         try:
             intensity, timestamp = self.ir_intensity, self.now_iso()
             await self._lights_for_reading(intensity)
@@ -317,8 +411,6 @@ class ODReader(Job):
                 await self._publish_snapshot(samples, intensity, timestamp)
         except CancelledError:
             pass  # stopped while reading
-        finally:
-            self._busy = False
 
     def _free_channels(self) -> list[str]:
         held = self.context.unit_state.locked_leds
@@ -333,7 +425,11 @@ class ODReader(Job):
         if self.settings.turn_off_leds:
             self._hold_free_channels()
             leds = self.context.unit_state.leds
-            self._restore = {c: leds[c] for c in self._free_channels() if c != self.ir_channel and leds[c] > 0}
+            self._restore = {
+                c: leds[c]
+                for c in self._free_channels()
+                if c != self.ir_channel and leds[c] > 0
+            }
             changes.update(dict.fromkeys(self._restore, 0.0))
         await change_leds(self, changes, source=self.job_name, verbose=False)
 
@@ -343,7 +439,12 @@ class ODReader(Job):
             return
         restore, self._restore = self._restore, {}
         try:
-            await change_leds(self, {self.ir_channel: 0.0, **restore}, source=self.job_name, verbose=False)
+            await change_leds(
+                self,
+                {self.ir_channel: 0.0, **restore},
+                source=self.job_name,
+                verbose=False,
+            )
         finally:
             release_leds(self)
             if not self.stopped:
@@ -351,6 +452,8 @@ class ODReader(Job):
 
     def _pause(self, seconds: float) -> Deferred[None]:
         """Wait on the job's clock; a stop cancels the wait (CancelledError), so no reading hangs."""
+        if self.stopped:
+            return fail(CancelledError())
         d: Deferred[None] = Deferred()
         self._pauses.add(d)
         d.addBoth(lambda result: (self._pauses.discard(d), result)[1])
@@ -359,7 +462,9 @@ class ODReader(Job):
 
     async def _burst(self) -> dict[str, list[float]]:
         samples = await self.photodiodes.burst(
-            [int(c) for c in self.channels], self.settings.rounds, self.settings.burst_seconds
+            [int(c) for c in self.channels],
+            self.settings.rounds,
+            self.settings.burst_seconds,
         )
         return {str(c): values for c, values in samples.items()}
 
@@ -381,14 +486,18 @@ class ODReader(Job):
             volts[channel] = max(level, 0.0)
         return volts
 
-    async def _publish_snapshot(self, samples: dict[str, list[float]], intensity: float, timestamp: str) -> None:
+    async def _publish_snapshot(
+        self, samples: dict[str, list[float]], intensity: float, timestamp: str
+    ) -> None:
         """Readings timed when the snapshot began, so they keep the interval's cadence exactly."""
         if await self._too_bright(samples):
             return
         volts = self._volts(samples)
         reference = self._normalised_reference(volts)
         if reference is None:
-            self.log.warning("The reference photodiode reads 0 V: is the IR LED working? No OD this time")
+            self.log.warning(
+                "The reference photodiode reads 0 V: is the IR LED working? No OD this time"
+            )
             return
         readings = {}
         for channel, angle in self.settings.signals.items():
@@ -428,7 +537,11 @@ class ODReader(Job):
         if self.settings.unity_reference:
             value /= self._first_reference(value)
         ema = self.settings.pd_reference_ema
-        self._reference = value if self._reference is None else ema * self._reference + (1 - ema) * value
+        self._reference = (
+            value
+            if self._reference is None
+            else ema * self._reference + (1 - ema) * value
+        )
         return self._reference
 
     def _first_reference(self, volts: float) -> float:
@@ -439,7 +552,9 @@ class ODReader(Job):
             cache.set(FIRST_REF_NAMESPACE, self.experiment, volts)
         return float(first)
 
-    def _publish_relative_intensity(self, volts: dict[str, float], timestamp: str) -> None:
+    def _publish_relative_intensity(
+        self, volts: dict[str, float], timestamp: str
+    ) -> None:
         channel = self.settings.reference
         if channel is None or volts[channel] <= 0:
             return
@@ -462,7 +577,9 @@ class ODReader(Job):
         try:
             return calibration.y_to_x(bounded)
         except CalibrationError as e:
-            self._warn_now_and_then(f"calibration {calibration.calibration_name}", str(e))
+            self._warn_now_and_then(
+                f"calibration {calibration.calibration_name}", str(e)
+            )
             xs = calibration.recorded_x
             return max(xs) if bounded >= high else min(xs)
 
@@ -474,7 +591,11 @@ class ODReader(Job):
         for channel, values in samples.items():
             raw = trimmed_mean(values)
             previous = self._safety.get(channel)
-            average = raw if previous is None else SAFETY_EMA * previous + (1 - SAFETY_EMA) * raw
+            average = (
+                raw
+                if previous is None
+                else SAFETY_EMA * previous + (1 - SAFETY_EMA) * raw
+            )
             self._safety[channel] = average
             if average > worst:
                 worst_channel, worst = channel, average
@@ -484,7 +605,9 @@ class ODReader(Job):
                 f"Photodiode channel {worst_channel} reads {worst:.2f} V, above {STOP_VOLTS} V: "
                 "turning every LED off and stopping od_reading"
             )
-            await change_leds(self, dict.fromkeys(self._free_channels(), 0.0), source=self.job_name)
+            await change_leds(
+                self, dict.fromkeys(self._free_channels(), 0.0), source=self.job_name
+            )
             self.stop(f"photodiode channel {worst_channel} above {STOP_VOLTS} V")
             return True
         if worst > WARN_VOLTS:
@@ -496,7 +619,11 @@ class ODReader(Job):
         return False
 
     def _blink(self, code: int) -> None:
-        self.send(f"pioreactor/{self.unit}/$experiment/monitor/flicker_led_with_error_code", str(code), qos=1)
+        self.send(
+            f"pioreactor/{self.unit}/$experiment/monitor/flicker_led_with_error_code",
+            str(code),
+            qos=1,
+        )
 
     def _warn_now_and_then(self, key: str, message: str) -> None:
         now = self.clock.seconds()

@@ -23,12 +23,19 @@ def culture(hours: float, rate: float = RATE, start: float = 0.05) -> float:
     return start * math.exp(rate * hours)
 
 
-def warm_filter(rng: random.Random, noise: float = 0.005, sensors: int = 1) -> tuple[GrowthFilter, float]:
+def warm_filter(
+    rng: random.Random, noise: float = 0.005, sensors: int = 1
+) -> tuple[GrowthFilter, float]:
     """A filter warmed up on ten noisy readings; returns it and the time (s) of the last one."""
     times = [i * DT for i in range(10)]
     factor = culture(0)
-    observations = [[culture(t / 3600) / factor * (1 + rng.gauss(0, noise)) for t in times] for _ in range(sensors)]
-    return GrowthFilter.from_warmup(times, observations, outlier_threshold=5.0), times[-1]
+    observations = [
+        [culture(t / 3600) / factor * (1 + rng.gauss(0, noise)) for t in times]
+        for _ in range(sensors)
+    ]
+    return GrowthFilter.from_warmup(times, observations, outlier_threshold=5.0), times[
+        -1
+    ]
 
 
 class GrowthFilterTests(TestCase):
@@ -37,12 +44,20 @@ class GrowthFilterTests(TestCase):
         f, t = warm_filter(rng)
         self.assertEqual(f.growth_rate, 0.0, "it starts knowing nothing of the rate")
         last_five_median = culture(7 * DT / 3600) / culture(0)
-        self.assertLess(abs(f.od_filtered / last_five_median - 1), 0.01, "it starts at the last warm-up readings")
+        self.assertLess(
+            abs(f.od_filtered / last_five_median - 1),
+            0.01,
+            "it starts at the last warm-up readings",
+        )
         while t < 3 * 3600:
             t += DT
-            f.update([culture(t / 3600) / culture(0) * (1 + rng.gauss(0, 0.005))], DT / 3600)
+            f.update(
+                [culture(t / 3600) / culture(0) * (1 + rng.gauss(0, 0.005))], DT / 3600
+            )
         self.assertLess(abs(f.growth_rate - RATE) / RATE, 0.05)
-        self.assertLess(abs(f.od_filtered - math.exp(RATE * t / 3600)) / f.od_filtered, 0.02)
+        self.assertLess(
+            abs(f.od_filtered - math.exp(RATE * t / 3600)) / f.od_filtered, 0.02
+        )
 
     def test_a_dilution_moves_the_od_at_once_and_barely_the_rate(self) -> None:
         rng = random.Random(4)
@@ -66,8 +81,14 @@ class GrowthFilterTests(TestCase):
                 rates_after.append(f.growth_rate)
             if after_dilution == 0 and t - DT in dilutions_at:
                 expected = scale * culture(t / 3600) / culture(0)
-                self.assertLess(abs(f.od_filtered - expected) / expected, 0.05, "the OD follows the dilution within two readings")
-        self.assertGreater(min(rates_after), 0.2, "a dilution is not read as the culture dying")
+                self.assertLess(
+                    abs(f.od_filtered - expected) / expected,
+                    0.05,
+                    "the OD follows the dilution within two readings",
+                )
+        self.assertGreater(
+            min(rates_after), 0.2, "a dilution is not read as the culture dying"
+        )
         self.assertLess(abs(f.growth_rate - RATE) / RATE, 0.1)
 
     def test_a_dilution_the_filter_is_not_told_of_is_an_outlier_at_first(self) -> None:
@@ -79,15 +100,21 @@ class GrowthFilterTests(TestCase):
         before = f.od_filtered
         t += DT
         f.update([0.5 * culture(t / 3600) / culture(0)], DT / 3600)
-        self.assertGreater(f.od_filtered, 0.9 * before, "one wild reading is down-weighted")
+        self.assertGreater(
+            f.od_filtered, 0.9 * before, "one wild reading is down-weighted"
+        )
         self.assertGreater(f.growth_rate, 0.25, "nor does it drag the rate down")
 
     def test_the_rate_is_clipped_and_sensors_are_fused(self) -> None:
         rng = random.Random(6)
         f, t = warm_filter(rng, sensors=2)
         measured, variance = f.fuse([1.0, math.e])
-        self.assertAlmostEqual(measured, 0.5, msg="equally trusted sensors: the mean of their logs")
-        self.assertAlmostEqual(variance, f.base_variance / 2, msg="two sensors halve the variance")
+        self.assertAlmostEqual(
+            measured, 0.5, msg="equally trusted sensors: the mean of their logs"
+        )
+        self.assertAlmostEqual(
+            variance, f.base_variance / 2, msg="two sensors halve the variance"
+        )
         for _ in range(200):
             t += DT
             f.update([50.0, 50.0], DT / 3600)  # an impossible jump, held
@@ -107,6 +134,10 @@ class GrowthFilterTests(TestCase):
             GrowthFilter.from_warmup([0.0], [[1.0]], outlier_threshold=5.0)
         # steady growth during the warm-up is not noise: the line is fitted out
         times = [i * 5.0 for i in range(10)]
-        growing = GrowthFilter.from_warmup(times, [[math.exp(0.01 * i) for i in range(10)]], 5.0)
+        growing = GrowthFilter.from_warmup(
+            times, [[math.exp(0.01 * i) for i in range(10)]], 5.0
+        )
         self.assertAlmostEqual(growing.sensor_variances[0], 5e-3**2)
-        self.assertEqual(transition(2.0), [[1.0, 2.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.0, 0.995]])
+        self.assertEqual(
+            transition(2.0), [[1.0, 2.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.0, 0.995]]
+        )
