@@ -129,7 +129,7 @@ class JobContractTests(TestCase):
         self.assertEqual([r.job_name for r in manager.running_jobs()], ["counter"])
 
     async def test_a_loop_paused_mid_run_resumes_once_not_twice(self) -> None:
-        manager, broker, clock, job = await self.start_counter(interval=1)
+        _, broker, clock, job = await self.start_counter(interval=1)
         pending: Deferred[None] = Deferred()
         job.loop._f = lambda: pending  # a run that is still waiting on the hardware
         clock.advance(1)
