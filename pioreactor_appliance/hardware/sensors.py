@@ -30,13 +30,14 @@ class I2cDevice:
         return self._handles[1]
 
     def read_register(self, register: int, count: int) -> Deferred[bytes]:
-        def read(pi: Any) -> bytes:
-            got, data = pi.i2c_read_i2c_block_data(self._handle(pi), register, count)
-            if got != count:
-                raise OSError(f"I2C 0x{self.address:02x}: read {got} of {count} bytes from register {register}")
-            return bytes(data)
+        return self._connection.call(lambda pi: self.read_register_on(pi, register, count))
 
-        return self._connection.call(read)
+    def read_register_on(self, pi: Any, register: int, count: int) -> bytes:
+        """The read itself, for code already on the hardware thread (inside ``connection.call``)."""
+        got, data = pi.i2c_read_i2c_block_data(self._handle(pi), register, count)
+        if got != count:
+            raise OSError(f"I2C 0x{self.address:02x}: read {got} of {count} bytes from register {register}")
+        return bytes(data)
 
     def write_byte(self, register: int, value: int) -> Deferred[None]:
         return self._connection.call(lambda pi: pi.i2c_write_byte_data(self._handle(pi), register, value))
@@ -50,10 +51,12 @@ class Rp2040(I2cDevice):
         self._scale = firmware_scale
 
     def read_volts(self, channel: int) -> Deferred[float]:
-        def volts(data: bytes) -> float:
-            return int.from_bytes(data, "little") / (ADC_COUNTS * self._scale) * ADC_FULL_SCALE
+        return self._connection.call(lambda pi: self.volts_on(pi, channel))
 
-        return self.read_register(channel + 4, 2).addCallback(volts)
+    def volts_on(self, pi: Any, channel: int) -> float:
+        """One ADC reading, on the hardware thread."""
+        data = self.read_register_on(pi, channel + 4, 2)
+        return int.from_bytes(data, "little") / (ADC_COUNTS * self._scale) * ADC_FULL_SCALE
 
     def firmware_version(self) -> Deferred[tuple[int, int]]:
         return self.read_register(0x08, 2).addCallback(lambda data: (data[1], data[0]))
@@ -122,10 +125,12 @@ class Ads1114(I2cDevice):
         return self._connection.call(write).addCallback(done)
 
     def read_volts(self) -> Deferred[float]:
-        def volts(data: bytes) -> float:
-            return int.from_bytes(data, "big", signed=True) / 32767 * ADS_FULL_SCALE[self.gain]
+        return self._connection.call(self.volts_on)
 
-        return self.read_register(0x00, 2).addCallback(volts)
+    def volts_on(self, pi: Any) -> float:
+        """One conversion result, on the hardware thread."""
+        data = self.read_register_on(pi, 0x00, 2)
+        return int.from_bytes(data, "big", signed=True) / 32767 * ADS_FULL_SCALE[self.gain]
 
 
 class Dac43608(I2cDevice):

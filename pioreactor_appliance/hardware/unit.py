@@ -19,6 +19,7 @@ from .hat import (
 )
 from .outputs import Heater, Pump, PwmOutput
 from .panel import Button, OnboardLed
+from .photodiodes import Photodiodes, photodiodes_for
 from .sensors import Ads1115, Dac43608, Rp2040, Tmp1075
 from .tachometer import Tachometer
 
@@ -69,6 +70,7 @@ class Hardware:
     ads1115: Ads1115 | None
     leds: Rp2040 | Dac43608
     temperature: Tmp1075
+    photodiodes: Photodiodes | None = None  # None: this HAT's photodiode ADC is not supported
 
     @classmethod
     def build(cls, connection: PigpioConnection, settings: HardwareSettings, clock: IReactorTime) -> Hardware:
@@ -92,4 +94,5 @@ class Hardware:
             ads1115=None if rp2040 else Ads1115(connection),
             leds=rp2040 or Dac43608(connection),
             temperature=Tmp1075(connection),
+            photodiodes=photodiodes_for(connection, model.name, model.version, rp2040),
         )

@@ -61,14 +61,22 @@ class _Loop:
             now,
             pause_when_sleeping,
         )
-        self._call = LoopingCall(
-            lambda: _settled(f()).addErrback(job.tolerate_hardware_outage)
-        )
-        self._call.clock = job.clock
+        self._f = f
         self._job = job
+        self._call = self._new_call()
+
+    def _new_call(self) -> LoopingCall:
+        call = LoopingCall(
+            lambda: _settled(self._f()).addErrback(self._job.tolerate_hardware_outage)
+        )
+        call.clock = self._job.clock
+        return call
 
     def start(self, now: bool | None = None) -> None:
         if not self._call.running:
+            # A fresh LoopingCall: a stopped one may still be waiting on its last
+            # run, and restarting it then would schedule it twice.
+            self._call = self._new_call()
             d = self._call.start(self.interval, now=self.now if now is None else now)
             d.addErrback(self._job.crash)
 

@@ -65,29 +65,17 @@ def _cast(name: str, option: Option, value: Any) -> Any:
             value = decode(value.encode("utf-8"), kind)
         except BadPayload as e:
             raise BadOptions(f"option {name}: {e}") from None
-    elif (
-        kind == "float"
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
-    ):
+    elif isinstance(value, bool):
+        if kind not in ("boolean", "json"):
+            raise BadOptions(f"option {name}: expected {kind}, got a boolean")
+    elif kind == "float" and isinstance(value, (int, float)):
         value = float(value)
         if not math.isfinite(value):
             raise BadOptions(f"option {name}: must be a finite number")
-    elif (
-        kind == "integer"
-        and isinstance(value, int)
-        and not isinstance(value, bool)
-        or kind == "boolean"
-        and isinstance(value, bool)
-        or kind == "string"
-        and isinstance(value, str)
-        or kind == "json"
-    ):
-        pass
-    else:
-        raise BadOptions(
-            f"option {name}: expected {kind}, got {type(value).__name__} {str(value)[:40]!r}"
-        )
+    elif kind == "string" and isinstance(value, (int, float)):
+        value = str(value)  # as a CLI flag would take it: --ir-led-intensity 80
+    elif not (kind == "json" or (kind == "integer" and isinstance(value, int)) or (kind == "string" and isinstance(value, str))):
+        raise BadOptions(f"option {name}: expected {kind}, got {type(value).__name__} {str(value)[:40]!r}")
     if option.minimum is not None and value < option.minimum:
         raise BadOptions(
             f"option {name}: {value} is below the minimum {option.minimum:g}"

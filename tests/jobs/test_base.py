@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.jobs.manager import RunRequest
@@ -134,3 +135,20 @@ class JobContractTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertEqual(broker.value("pioreactor/pio1/exp1/fails_when_ready/$state"), b"disconnected")
         self.assertEqual([c for c in clock.getDelayedCalls() if c.active() and "tick" in repr(c)], [])
+
+    async def test_a_loop_paused_mid_run_resumes_once_not_twice(self) -> None:
+        _, broker, clock, job = await self.start_counter(interval=1)
+        pending: Deferred[None] = Deferred()
+        job.loop._f = lambda: pending  # a run that is still waiting on the hardware
+        clock.advance(1)
+        client = broker.client()
+        client.publish(f"{PREFIX}/$state/set", b"sleeping")
+        client.publish(f"{PREFIX}/$state/set", b"ready")
+        job.loop._f = job.tick
+        pending.callback(None)  # the old run ends after the loop restarted
+        clock.advance(1)
+        clock.advance(1)
+        self.assertEqual(job.count, 2, "one run per interval")
+        await job.stop()
+        clock.advance(5)
+        self.assertEqual(job.count, 2)

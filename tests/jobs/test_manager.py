@@ -26,7 +26,8 @@ class ManagerTests(TestCase):
             ({"interval": "soon"}, "not a number"),
             ({"interval": 0.01}, "below the minimum"),
             ({"speed": 3}, "unknown option 'speed'"),
-            ({"label": 3}, "expected string"),
+            ({"label": True}, "expected string, got a boolean"),
+            ({"interval": [1]}, "expected float, got list"),
         ]:
             with self.assertRaisesRegex(BadOptions, reason):
                 manager.prepare(RunRequest("counter", "exp1", options=options))

@@ -21,6 +21,8 @@ class BuiltInPluginTests(SynchronousTestCase):
             {"silent": Silent, "light_dark_cycle": LightDarkCycle},
         )
         self.assertTrue(registry.knows("led_automation"))
+        for job_name in ("od_reading", "growth_rate_calculating", "add_media", "remove_waste", "add_alt_media", "circulate_media", "circulate_alt_media"):
+            self.assertIn(job_name, registry.jobs)
 
     def test_same_named_automations_of_different_types_are_all_found(self) -> None:
         automations = Registry.from_plugins().automations

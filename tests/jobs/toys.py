@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -100,7 +101,9 @@ def toy_manager(
     data_dir = Path(case.mktemp())
     data_dir.mkdir()
     registry = Registry({k.job_name: k for k in kinds})
-    state = UnitState(PersistentCache(data_dir / "storage" / "local_cache.json", clock))
+    cache = PersistentCache(data_dir / "storage" / "local_cache.json", reactor)  # its writer thread reports to the real reactor
+    case.addCleanup(cache.close)
+    state = UnitState(cache)
     manager = JobManager(
         registry,
         clock,
