@@ -245,35 +245,44 @@ class ODReader(Job):
         await self._load_calibrations()
         await self.photodiodes.prepare()
         self.ir_channel = self.settings.ir_channel
-        self._hold_free_channels()
-        await change_leds(
-            self, {c: 0.0 for c in self._free_channels()}, source=self.job_name
-        )
-        await self._pause(self.settings.settle_seconds)
-        dark = await self._burst()
-        self.dark = {
-            c: trimmed_mean(v) if self.settings.use_dark_offsets else 0.0
-            for c, v in dark.items()
-        }
         intensity = self.settings.ir_led_intensity
-        self.ir_intensity = (
-            await self._auto_intensity() if intensity == AUTO else float(intensity)
-        )
-        if self.ir_intensity > HIGH_INTENSITY:
-            self.log.warning(
-                f"IR LED intensity {self.ir_intensity:g} % is above {HIGH_INTENSITY:g} %: the LED ages faster"
-            )
-        mismatch = self._calibration_mismatch(self.ir_intensity)
-        if mismatch:
-            raise JobFailed(f"od_reading: {mismatch}")
-        release_leds(self)
-        hold_leds(self, [self.ir_channel])
+        if intensity != AUTO:
+            self._use_intensity(float(intensity))
         self.publish("interval", self.interval)
-        self.publish("ir_led_intensity", self.ir_intensity)
         self.loop = self.every(self.interval, self._snapshot)
 
-    def on_ready(self) -> None:
-        self.publish("first_od_obs_time", self.clock.seconds())
+    def _use_intensity(self, intensity: float) -> None:
+        if intensity > HIGH_INTENSITY:
+            self.log.warning(
+                f"IR LED intensity {intensity:g} % is above {HIGH_INTENSITY:g} %: the LED ages faster"
+            )
+        mismatch = self._calibration_mismatch(intensity)
+        if mismatch:
+            raise JobFailed(f"od_reading: {mismatch}")
+        self.ir_intensity = intensity
+        self.publish("ir_led_intensity", intensity)
+
+    async def on_ready(self) -> None:
+        await self._prepare_reading()
+        self.publish("first_od_obs_time", self.clock.seconds())  # the loop's first snapshot starts now
+
+    async def _prepare_reading(self) -> None:
+        """Dark offsets (and an automatic IR intensity) before the first snapshot.
+
+        This takes a LED settle and a burst or two, so it runs just after
+        ``ready`` is published (a client sees the job running within
+        milliseconds) and before the loop's first snapshot; the run's task still
+        waits for it, and fails with the reason if it fails.
+        """
+        self._hold_free_channels()
+        await change_leds(self, {c: 0.0 for c in self._free_channels()}, source=self.job_name)
+        await self._pause(self.settings.settle_seconds)
+        dark = await self._burst()
+        self.dark = {c: trimmed_mean(v) if self.settings.use_dark_offsets else 0.0 for c, v in dark.items()}
+        if self.settings.ir_led_intensity == AUTO:
+            self._use_intensity(await self._auto_intensity())
+        release_leds(self)
+        hold_leds(self, [self.ir_channel])
 
     async def on_sleeping(self) -> None:
         await change_leds(

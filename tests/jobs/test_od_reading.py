@@ -210,6 +210,17 @@ class ODReadingTests(TestCase):
             await start(other)
         self.assertIn("one or more angles", str(caught.exception))
 
+    async def test_a_failed_dark_reading_set_up_fails_the_run_with_the_reason(self) -> None:
+        config = Config.defaults().with_overrides([("od_config.photodiode_channel", "1", "135")])  # no REF
+        unit = await self.unit(config)
+        with self.assertRaises(JobFailed) as caught:
+            await start(unit, ir_led_intensity="auto")
+        self.assertIn("auto needs one signal channel and a REF", str(caught.exception))
+        self.flushLoggedErrors(JobFailed)
+        states = [m.payload for m in unit.broker.published(f"{PREFIX}/$state")]
+        self.assertEqual(states, [b"init", b"ready", b"disconnected"])
+        self.assertEqual(unit.manager.running_jobs(), [])
+
     async def test_auto_intensity_dims_the_ir_led_to_keep_the_reference_in_range(
         self,
     ) -> None:
