@@ -7,11 +7,15 @@ from typing import Any
 
 from treq.client import HTTPClient
 from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from pioreactor_appliance.config import Config
+from pioreactor_appliance.hardware.sim.calibrations import install_pump_calibrations
+from pioreactor_appliance.hardware.sim.model import build_pioreactor
+from pioreactor_appliance.hardware.sim.server import PigpioFactory
 from pioreactor_appliance.tap import Settings, build_service
 
 from .mosquitto import free_port, start_mosquitto
@@ -29,11 +33,23 @@ class ClusterTestCase(TestCase):
     timeout = 60
     headers: dict[bytes, list[bytes]] = {}
 
-    async def start_cluster(self, workers: list[str], config: str = "", files: dict[str, str] | None = None) -> None:
-        """``config`` is added to every unit's config.ini, ``files`` written to every data directory."""
+    async def start_cluster(
+        self,
+        workers: list[str],
+        config: str = "",
+        files: dict[str, str] | None = None,
+        simulated: bool = False,
+    ) -> None:
+        """``config`` is added to every unit's config.ini, ``files`` written to every data directory.
+
+        With ``simulated``, each unit drives its own simulated Pioreactor (in this process, on a
+        loopback port, in real time) with pump calibrations that match it.
+        """
         self.broker = await start_mosquitto(reactor, self)
         self.ports = {unit: free_port() for unit in ["leader", *workers]}
-        addresses = "".join(f"{unit}=127.0.0.1:{port}\n" for unit, port in self.ports.items())
+        addresses = "".join(
+            f"{unit}=127.0.0.1:{port}\n" for unit, port in self.ports.items()
+        )
         self.services = {}
         for unit, port in self.ports.items():
             data_dir = Path(self.mktemp())
@@ -44,13 +60,17 @@ class ClusterTestCase(TestCase):
             )
             for name, text in (files or {}).items():
                 (data_dir / name).write_text(text)
+            pigpio = ("127.0.0.1", 8888)
+            if simulated:
+                pigpio = ("127.0.0.1", await self._simulator(seed=len(self.services)))
+                install_pump_calibrations(data_dir, unit)
             settings = Settings(
                 role="leader" if unit == "leader" else "worker",
                 unit=unit,
                 data_dir=data_dir,
                 listen=f"tcp:{port}:interface=127.0.0.1",
                 mqtt=(self.broker.host, self.broker.port),
-                pigpio=("127.0.0.1", 8888),
+                pigpio=pigpio,
                 config=Config.load(data_dir),
             )
             service = build_service(settings, reactor)
@@ -60,12 +80,35 @@ class ClusterTestCase(TestCase):
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.http = HTTPClient(Agent(reactor, pool=pool))
         for unit in self.ports:
-            await self.call("PUT", "leader", "/api/workers", json={"pioreactor_unit": unit}, expect=201)
+            await self.call(
+                "PUT",
+                "leader",
+                "/api/workers",
+                json={"pioreactor_unit": unit},
+                expect=201,
+            )
+
+    async def _simulator(self, seed: int) -> int:
+        daemon, model = build_pioreactor(reactor, seed=seed)
+        model.start()
+        self.addCleanup(model.stop)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            PigpioFactory(daemon)
+        )
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
 
     def url(self, unit: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[unit]}{path}"
 
-    async def call(self, method: str, unit: str, path: str, expect: int | None = None, **kwargs: Any) -> Any:
+    async def call(
+        self,
+        method: str,
+        unit: str,
+        path: str,
+        expect: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
         kwargs.setdefault("headers", self.headers)
         response = await self.http.request(method, self.url(unit, path), **kwargs)
         body = await response.json()
@@ -76,7 +119,9 @@ class ClusterTestCase(TestCase):
     async def wait_for_result(self, accepted: dict[str, Any]) -> dict[str, Any]:
         """Poll the leader's task until it ends; its final body."""
         for _ in range(200):
-            response = await self.http.get(self.url("leader", accepted["result_url_path"]), headers=self.headers)
+            response = await self.http.get(
+                self.url("leader", accepted["result_url_path"]), headers=self.headers
+            )
             body = await response.json()
             if response.code == 200:
                 return body

@@ -26,11 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 
-from pioreactor_appliance.hardware.sim.calibrations import (
-    PUMP_DEVICES,
-    calibration_name,
-    pump_calibration_yaml,
-)
+from pioreactor_appliance.hardware.sim.calibrations import install_pump_calibrations
 
 LOOPBACK = "127.0.0.1"
 LEADER = "leader"
@@ -303,7 +299,7 @@ class LocalCluster:
                 unit_config.write_text(
                     f"# Settings for {unit.name} only; they override config.ini.\n"
                 )
-            _install_simulated_pump_calibrations(unit)
+            install_pump_calibrations(unit.data_dir, unit.name)
 
     def _config_text(self) -> str:
         """The cluster-wide config.ini; every unit gets the same one, as on real Pis."""
@@ -425,23 +421,6 @@ class LocalCluster:
             f"{unit.name} not healthy at {unit.url}/unit_api/health after {self.health_timeout:.0f} s "
             f"(last: {last}); log {unit.log_path}:\n{log_tail(unit.log_path)}"
         )
-
-
-def _install_simulated_pump_calibrations(unit: Unit) -> None:
-    """Pump calibrations that match the simulator, active unless the unit already chose others, so it can dose by ml."""
-    cache_path = unit.data_dir / "storage" / "local_cache.json"
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cache = {}
-    active = cache.setdefault("active_calibrations", {})
-    for device in PUMP_DEVICES:
-        name = calibration_name(device)
-        path = unit.data_dir / "storage" / "calibrations" / device / f"{name}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(pump_calibration_yaml(device, unit.name))
-        active.setdefault(device, name)
-    cache_path.write_text(json.dumps(cache, sort_keys=True))
 
 
 def _wait_listening(
