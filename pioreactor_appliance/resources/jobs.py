@@ -45,6 +45,7 @@ from ..tasks import Accepted, TaskRegistry
 from .background import Publisher
 from .routing import Reply, route
 from .shapes import Success
+from .task_results import run_as_task
 
 log = Logger()
 
@@ -245,7 +246,7 @@ class JobsApi:
         self._lookup_experiment = lookup_experiment
 
     def _accepted(self, work: Callable[[], Any]) -> Reply:
-        return Reply(self._tasks.accepted(self._tasks.submit(work)), code=202)
+        return run_as_task(self._tasks, work)
 
     # --- running -------------------------------------------------------------
 

@@ -29,9 +29,9 @@ from werkzeug.routing import Map, RequestRedirect, Rule
 from zope.interface import implementer
 
 from ..bodies import read_body
-from ..queries import check_query_class, read_query
 from ..errors import ApiError
 from ..limits import Limits
+from ..queries import check_query_class, read_query
 
 log = Logger()
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from klein import Klein
 from twisted.web.iweb import IRequest
 
 from ..tasks import TaskRegistry, TaskResult
 from .routing import Reply, route
+
+
+def run_as_task(tasks: TaskRegistry, work: Callable[[], Any]) -> Reply:
+    """Start ``work`` as a task and answer 202 with where to poll for its result."""
+    return Reply(tasks.accepted(tasks.submit(work)), code=202)
 
 
 class TaskResultsApi:

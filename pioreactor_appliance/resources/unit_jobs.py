@@ -33,13 +33,15 @@ from ..errors import ApiError
 from ..fanout import FanOut
 from ..jobs.payloads import encode
 from ..store.database import Database
-from ..store.workers import all_workers, cluster_units, experiment_workers, get_worker
+from ..store.workers import all_workers, experiment_workers, get_worker
 from ..tasks import Accepted, TaskRegistry
 from .background import Publisher, fan_out_logged
 from .jobs import BioreactorChange, JobSettingsChange, RunJob
 from .names import BROADCAST
 from .routing import Reply, route
 from .shapes import Success
+from .targets import cluster_targets
+from .task_results import run_as_task
 
 ALL_EXPERIMENTS = "$experiment"
 PUBLISH_WAIT_SECONDS = (
@@ -116,20 +118,6 @@ def _run_targets(
     return active
 
 
-def _cluster_targets(conn: sqlite3.Connection, unit: str, leader: str) -> list[str]:
-    units = cluster_units(conn, leader)
-    if unit == BROADCAST:
-        return units
-    if unit not in units:
-        raise ApiError(
-            400,
-            f"Unknown Pioreactor unit: {unit}",
-            cause=f"{unit!r} is neither the leader nor a registered worker.",
-            remediation="Use a name from GET /api/units, or $broadcast for every unit.",
-        )
-    return [unit]
-
-
 def _experiment_units(conn: sqlite3.Connection, experiment: str) -> list[str]:
     rows = (
         all_workers(conn)
@@ -203,7 +191,7 @@ class UnitJobsApi:
         self._leader = leader_hostname
 
     def _task(self, work: Callable[[], Any]) -> Reply:
-        return Reply(self._tasks.accepted(self._tasks.submit(work)), code=202)
+        return run_as_task(self._tasks, work)
 
     def _fan_out(
         self, method: str, units: list[str], path: str, json: Any = None
@@ -315,7 +303,7 @@ class UnitJobsApi:
     # --- stop ----------------------------------------------------------------
 
     async def _stop_experiment(self, unit: str, experiment: str) -> Success:
-        units = await self._db.run(_cluster_targets, unit, self._leader)
+        units = await self._db.run(cluster_targets, unit, self._leader)
         fan_out_logged(
             self._fanout,
             "POST",
@@ -366,7 +354,7 @@ class UnitJobsApi:
                 remediation="Names must not contain + # or /.",
             ) from None
         except BrokerAway:
-            units = await self._db.run(_cluster_targets, unit, self._leader)
+            units = await self._db.run(cluster_targets, unit, self._leader)
             return self._fan_out(
                 "POST",
                 units,
@@ -519,7 +507,7 @@ class UnitJobsApi:
         """The running jobs of the unit (or every unit)."""
         return self._fan_out(
             "GET",
-            await self._db.run(_cluster_targets, unit, self._leader),
+            await self._db.run(cluster_targets, unit, self._leader),
             "/unit_api/jobs/running",
         )
 
@@ -535,7 +523,7 @@ class UnitJobsApi:
         """The running jobs of the unit (or every unit)."""
         return self._fan_out(
             "GET",
-            await self._db.run(_cluster_targets, unit, self._leader),
+            await self._db.run(cluster_targets, unit, self._leader),
             "/unit_api/jobs/running",
         )
 

@@ -12,13 +12,12 @@ from typing import Any
 from klein import Klein
 from twisted.web.iweb import IRequest
 
-from ..errors import ApiError
 from ..fanout import FanOut
 from ..store.database import Database
-from ..store.workers import cluster_units
 from ..tasks import Accepted, TaskRegistry
-from .names import BROADCAST
 from .routing import Reply, route
+from .targets import cluster_targets
+from .task_results import run_as_task
 
 
 class UnitsApi:
@@ -31,21 +30,10 @@ class UnitsApi:
         self._leader = leader_hostname
 
     async def _targets(self, unit: str) -> list[str]:
-        units = await self._db.run(cluster_units, self._leader)
-        if unit == BROADCAST:
-            return units
-        if unit not in units:
-            raise ApiError(
-                400,
-                f"Unknown Pioreactor unit: {unit}",
-                cause=f"{unit!r} is neither the leader nor a registered worker.",
-                remediation="Use a name from GET /api/units, or $broadcast for every unit.",
-            )
-        return [unit]
+        return await self._db.run(cluster_targets, unit, self._leader)
 
     def _fan_out(self, method: str, units: list[str], path: str) -> Reply:
-        task = self._tasks.submit(lambda: self._fanout.request(method, units, path))
-        return Reply(self._tasks.accepted(task), code=202)
+        return run_as_task(self._tasks, lambda: self._fanout.request(method, units, path))
 
     @route(app, "/api/units/<unit>/versions/app", ["GET"], returns=Accepted, status=202, expensive=True)
     async def versions(self, request: IRequest, unit: str) -> Any:
