@@ -50,6 +50,10 @@ def banner(cluster: LocalCluster) -> str:
         f"  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"experiment\":\"demo\"}}' {leader}/api/experiments",
         f"  curl -s {cluster.units[-1].url}/unit_api/health",
         f"  curl -s '{leader}/api/units/$broadcast/versions/app'",
+        f"  curl -s -X PUT -H 'Content-Type: application/json' -d '{{\"pioreactor_unit\":\"{cluster.units[-1].name}\"}}' {leader}/api/experiments/demo/workers",
+        f"  curl -s -X POST -H 'Content-Type: application/json' -d '{{\"options\":{{\"target_rpm\":500}}}}' "
+        f"{leader}/api/workers/{cluster.units[-1].name}/jobs/run/job_name/stirring/experiments/demo",
+        f"  curl -s {leader}/api/units/{cluster.units[-1].name}/jobs/running   (more in the README, 'Running jobs')",
         "",
         "Ctrl-C stops everything.",
     ]

@@ -47,7 +47,7 @@ INITIAL_OD = 0.05
 CARRYING_OD = 3.0
 DOUBLING_S = 2 * 3600.0
 INITIAL_VOLUME_ML = 14.0
-CAPACITY_ML = 20.0
+CAPACITY_ML = 40.0  # the default model, pioreactor_40ml
 WASTE_TUBE_ML = 14.0  # the waste needle's depth: the pump cannot draw below it
 PUMP_ML_PER_S = 1.0
 
