@@ -136,7 +136,7 @@ class JobManager(Service):
         return self.registry.jobs[job_name]
 
     def prepare(self, request: RunRequest) -> _Prepared:
-        """Every check that can be made before anything starts; raises UnknownJob, BadOptions, AlreadyRunning or TooSoon."""
+        """Every check that can be made before anything starts; raises UnknownJob, BadOptions or AlreadyRunning."""
         kind = self.kind_of(request.job_name, request.options)
         options = parse_options(kind.options, request.options)
         kind.check_options(options)
@@ -144,15 +144,21 @@ class JobManager(Service):
             raise BadOptions(
                 f"{request.job_name} takes no arguments, but was given {len(request.args)}"
             )
-        self.check_debounce(request.job_name)
         self._check_not_running(request.job_name)
         return _Prepared(kind, request, options)
 
     def check_debounce(self, job_name: str) -> None:
-        """TooSoon if ``job_name`` started less than a second ago: the reference's first check, before any other."""
+        """TooSoon if a run of ``job_name`` was accepted less than a second ago: the reference's first check."""
         last = self._last_run.get(job_name)
         if last is not None and self._clock.seconds() - last < DEBOUNCE_SECONDS:
             raise TooSoon(job_name)
+
+    def note_run(self, job_name: str) -> None:
+        """A run request passed every check: the next one within a second is TooSoon.
+
+        Only accepted requests count, so a user who fixes a typo is not told to wait.
+        """
+        self._last_run[job_name] = self._clock.seconds()
 
     def _check_not_running(self, job_name: str) -> None:
         if job_name in self._running:
@@ -167,7 +173,6 @@ class JobManager(Service):
         self._check_not_running(
             request.job_name
         )  # again: another run may have started since prepare()
-        self._last_run[request.job_name] = self._clock.seconds()
         experiment = (
             LONG_RUNNING_EXPERIMENT if kind.is_long_running else request.experiment
         )
@@ -226,16 +231,15 @@ class JobManager(Service):
         return d.addCallback(lambda _: job)
 
     def run(self, request: RunRequest) -> Deferred[Job]:
-        return self.start(self.prepare(request))
+        """A run request as a user makes it: the debounce, the checks, then the start."""
+        self.check_debounce(request.job_name)
+        prepared = self.prepare(request)
+        self.note_run(request.job_name)
+        return self.start(prepared)
 
-    def run_action(
-        self, job_name: str, experiment: str, options: dict[str, Any], source: str
-    ) -> Deferred[Job]:
-        """Start an action on behalf of another job (a dosing automation's pump runs), without the debounce."""
-        self._last_run.pop(job_name, None)
-        return self.run(
-            RunRequest(job_name, experiment, options=options, source=source)
-        )
+    def run_action(self, job_name: str, experiment: str, options: dict[str, Any], source: str) -> Deferred[Job]:
+        """Start an action on behalf of another job (a dosing automation's pump runs): no debounce."""
+        return self.start(self.prepare(RunRequest(job_name, experiment, options=options, source=source)))
 
     def _ended(self, _: Any, job_name: str, job: Job) -> None:
         entry = self._running.get(job_name)

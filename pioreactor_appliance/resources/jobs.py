@@ -285,6 +285,7 @@ class JobsApi:
             long_running = bool(
                 self._jobs.kind_of(job_name, body.options).is_long_running
             )
+            self._jobs.note_run(job_name)
         except TooSoon:
             raise ApiError(
                 429,
@@ -332,7 +333,7 @@ class JobsApi:
             elif not run.experiment:
                 full = evolve(run, experiment=await self._assigned_experiment(body.env))
             try:
-                await self._jobs.run(full)
+                await self._jobs.start(self._jobs.prepare(full))
             except AlreadyRunning as e:
                 raise ApiError(
                     409,
@@ -340,7 +341,7 @@ class JobsApi:
                     cause=str(e),
                     remediation="Stop it first, or change its settings instead.",
                 ) from None
-            except (JobFailed, TooSoon) as e:
+            except JobFailed as e:
                 raise ApiError(
                     500,
                     f"{job_name} did not start: {e}",

@@ -46,7 +46,12 @@ class ManagerTests(TestCase):
         manager, broker, clock = toy_manager(self, Counter)
         first = manager.run(RunRequest("counter", "exp1"))
         with self.assertRaises(TooSoon):
-            manager.prepare(RunRequest("counter", "exp2"))
+            manager.run(RunRequest("counter", "exp2"))
+        clock.advance(0.5)
+        with self.assertRaises(TooSoon, msg="a refused request does not restart the second"):
+            manager.check_debounce("counter")
+        clock.advance(0.6)
+        manager.check_debounce("counter")
         clock.advance(2)
         with self.assertRaisesRegex(AlreadyRunning, "job_id 1, experiment exp1"):
             manager.prepare(RunRequest("counter", "exp2"))
