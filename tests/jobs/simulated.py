@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pigpio
 from attrs import define
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
@@ -32,6 +33,25 @@ START = 1_700_000_000.0  # a plausible epoch, so timestamps look like real ones
 
 
 @define
+class EdgeCounter:
+    """Counts the hall sensor's falling edges: those the simulated board made, and those that reached the unit."""
+
+    gpio: int
+    made: int = 0
+    arrived: int = 0
+
+    def level_changed(self, tick: int, levels: int, changed: int) -> None:
+        if changed & (1 << self.gpio) and not levels & (1 << self.gpio):
+            self.made += 1
+
+    def watchdog_expired(self, tick: int, gpio: int) -> None:
+        pass
+
+    def edge(self, gpio: int, level: int, tick: int) -> None:
+        self.arrived += 1
+
+
+@define
 class SimulatedUnit:
     clock: Clock
     model: PioreactorModel
@@ -40,15 +60,23 @@ class SimulatedUnit:
     manager: JobManager
     broker: FakeBroker
     data_dir: Path
+    edges: EdgeCounter
 
     async def settle(self, edges: bool = False) -> None:
-        """Let in-flight hardware calls finish; with ``edges``, also let edge reports arrive."""
+        """Let in-flight hardware calls finish; with ``edges``, also wait until every hall edge the
+        simulated board made has reached the unit (the tachometer is called before our counter)."""
         for _ in range(3):
             await self.connection.call(lambda pi: None)
             await deferLater(reactor, 0)
         if edges:
-            await deferLater(reactor, 0.003)
-            await self.connection.call(lambda pi: None)
+            for _ in range(1000):
+                if self.edges.arrived >= self.edges.made:
+                    break
+                await deferLater(reactor, 0.002)
+            else:
+                raise AssertionError(
+                    f"only {self.edges.arrived} of {self.edges.made} hall edges arrived"
+                )
 
     async def advance(
         self, seconds: float, step: float = 1.0, edges: bool = False
@@ -81,6 +109,11 @@ async def simulated_unit(
     case.addCleanup(port.stopListening)
     connection = PigpioConnection(reactor, "127.0.0.1", port.getHost().port)
     hardware = Hardware.build(connection, HardwareSettings.from_config(config), clock)
+    edges = EdgeCounter(model.pins.hall)
+    daemon.board.observers.append(edges)
+    connection.watch(
+        model.pins.hall, pigpio.FALLING_EDGE, edges.edge
+    )  # after the tachometer's watch
     connection.startService()
     case.addCleanup(connection.stopService)
     for _ in range(500):
@@ -113,4 +146,6 @@ async def simulated_unit(
         await state.cache.close()
 
     case.addCleanup(stop)
-    return SimulatedUnit(clock, model, connection, hardware, manager, broker, data_dir)
+    return SimulatedUnit(
+        clock, model, connection, hardware, manager, broker, data_dir, edges
+    )
