@@ -84,3 +84,8 @@ BUILT_IN_MODELS: tuple[Model, ...] = (
     _pioreactor_xr(20),
     _pioreactor_xr(40),
 )
+
+
+def find_model(name: str, version: str) -> Model | None:
+    """The built-in model of that name and version, if there is one."""
+    return next((m for m in BUILT_IN_MODELS if (m.name, m.version) == (name, version)), None)

@@ -6,7 +6,7 @@ from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 
 from ..config import Config, ConfigError
-from ..models import BUILT_IN_MODELS, Model
+from ..models import BUILT_IN_MODELS, Model, find_model
 from .connection import PigpioConnection
 from .hat import (
     HEATER_CHANNEL,
@@ -30,9 +30,9 @@ def model_of(config: Config) -> Model:
     """``[hardware] model`` and ``model_version``; the heater's limits come from it."""
     name = config.get_str("hardware", "model")
     version = config.get_str("hardware", "model_version")
-    for model in BUILT_IN_MODELS:
-        if (model.name, model.version) == (name, version):
-            return model
+    model = find_model(name, version)
+    if model is not None:
+        return model
     known = ", ".join(f"{m.name} {m.version}" for m in BUILT_IN_MODELS)
     raise ConfigError(f"[hardware] model {name} {version} is not a known model; known: {known}")
 

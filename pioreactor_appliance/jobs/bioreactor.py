@@ -59,6 +59,18 @@ class Bioreactor:
     ) -> None:
         self._cache, self._config, self._model, self._unit = cache, config, model, unit
 
+    @property
+    def model(self) -> Model:
+        return self._model
+
+    def dose_problem(self, experiment: str, ml: float, model: Model | None = None) -> str | None:
+        """Why adding ``ml`` now would be unsafe (the reference's check on a run request), or None."""
+        threshold = (model or self._model).reactor_max_fill_volume_ml
+        current = self.values(experiment)["current_volume_ml"]
+        if current + ml >= threshold:
+            return f"{current:g} ml in the vial plus {ml:g} ml would reach the model's {threshold:g} ml safety threshold"
+        return None
+
     def maximum(self, name: str) -> float | None:
         limit = VARIABLES[name].maximum
         return self._model.reactor_capacity_ml if limit == "capacity" else limit  # type: ignore[return-value]

@@ -40,7 +40,7 @@ from ..jobs.manager import (
 from ..jobs.payloads import BadPayload, decode, encode
 from ..jobs.settings import BadOptions
 from ..jobs.states import REQUESTABLE
-from ..models import BUILT_IN_MODELS
+from ..models import find_model
 from ..tasks import Accepted, TaskRegistry
 from .background import Publisher
 from .routing import Reply, route
@@ -285,6 +285,7 @@ class JobsApi:
             long_running = bool(
                 self._jobs.kind_of(job_name, body.options).is_long_running
             )
+            self._check_dose(job_name, body)
             self._jobs.note_run(job_name)
         except TooSoon:
             raise ApiError(
@@ -351,6 +352,36 @@ class JobsApi:
             return {"ok": True}
 
         return self._accepted(start)
+
+    def _check_dose(self, job_name: str, body: RunJob) -> None:
+        """The reference's dosing safety check: an addition in ml that would fill the vial to its threshold is 400."""
+        ml = body.options.get("ml")
+        experiment = body.env.get("EXPERIMENT")
+        if job_name not in ("add_media", "add_alt_media") or not experiment:
+            return
+        try:
+            ml = float(ml)
+        except (TypeError, ValueError):
+            return  # no volume to check (duration or continuously); parse_options already refused bad values
+        model = None
+        name, version = body.env.get("MODEL_NAME"), body.env.get("MODEL_VERSION")
+        if name and version:
+            model = find_model(name, version)
+            if model is None:
+                raise ApiError(
+                    400,
+                    "Unknown Pioreactor model.",
+                    cause=f"env MODEL_NAME={name!r} MODEL_VERSION={version!r} is not a known model.",
+                    remediation="Use a model from GET /api/models, or leave MODEL_NAME/MODEL_VERSION out to use this unit's.",
+                )
+        problem = self._bioreactor.dose_problem(experiment, ml, model)
+        if problem is not None:
+            raise ApiError(
+                400,
+                "Requested dose would meet or exceed the reactor safety threshold.",
+                cause=problem,
+                remediation="Dose less, remove waste first, or correct current_volume_ml with PATCH /unit_api/bioreactor/experiments/<experiment>.",
+            )
 
     async def _assigned_experiment(self, env: dict[str, str]) -> str:
         assignment = await self._lookup_experiment()
@@ -609,10 +640,8 @@ class JobsApi:
     )
     def hardware_check(self, request: IRequest, body: HardwareCheck) -> Reply:
         """Probe the I2C chips this HAT and model need; the result is ok, skipped, or a warning naming the missing ones."""
-        for model in BUILT_IN_MODELS:
-            if (model.name, model.version) == (body.model_name, body.model_version):
-                break
-        else:
+        model = find_model(body.model_name, body.model_version)
+        if model is None:
             raise ApiError(
                 400,
                 "Model name or version not found in available models.",

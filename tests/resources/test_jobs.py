@@ -22,6 +22,8 @@ from pioreactor_appliance.resources.jobs import JobsApi
 from pioreactor_appliance.resources.routing import Router
 from pioreactor_appliance.tasks import TaskRegistry
 
+from pioreactor_appliance.jobs.pumps import AddMedia
+
 from ..helpers import request
 from ..jobs.toys import Counter, NeverStarts, toy_manager
 
@@ -62,7 +64,7 @@ class FakeI2c:
 class JobsApiTestCase(TestCase):
     def setUp(self) -> None:
         self.manager, self.broker, self.clock = toy_manager(
-            self, Counter, NeverStarts, Forever
+            self, Counter, NeverStarts, Forever, AddMedia
         )
         self.addCleanup(self.manager.stopService)
         self.data_dir = Path(self.mktemp())
@@ -165,6 +167,19 @@ class RunTests(JobsApiTestCase):
             )
             self.assertIn(mention, body["cause"])
         self.assertEqual(self.manager.running_jobs(), [])
+
+    async def test_a_dose_that_would_fill_the_vial_to_its_threshold_is_400(self) -> None:
+        path = "/unit_api/jobs/run/job_name/add_media"
+        env = {"EXPERIMENT": "exp1"}
+        # The default 40 ml model's threshold is 36 ml; the vial starts at 14 ml.
+        body = await self.call("POST", path, 400, json={"options": {"ml": 22}, "env": env})
+        self.assertEqual(body["error"], "Requested dose would meet or exceed the reactor safety threshold.")
+        self.assertIn("14 ml in the vial plus 22 ml", body["cause"])
+        small = {"pioreactor_unit": "pio1", "MODEL_NAME": "pioreactor_20ml", "MODEL_VERSION": "1.5"}
+        await self.call("POST", path, 400, json={"options": {"ml": 4}, "env": {**env, **small}})  # 14 + 4 >= 18
+        body = await self.call("POST", path, 400, json={"options": {"ml": 1}, "env": {**env, "MODEL_NAME": "pioreactor_5l", "MODEL_VERSION": "9"}})
+        self.assertEqual(body["error"], "Unknown Pioreactor model.")
+        await self.call("POST", path, 202, json={"options": {"ml": 3.9}, "env": {**env, **small}})
 
     async def test_bodies_are_strict(self) -> None:
         for sent, mention in [
@@ -567,7 +582,7 @@ class DescriptorTests(JobsApiTestCase):
     async def test_capabilities_come_from_the_registry(self) -> None:
         found = await self.call("GET", "/unit_api/capabilities", 200)
         self.assertEqual(
-            [c["job_name"] for c in found], ["counter", "forever", "never_starts"]
+            [c["job_name"] for c in found], ["add_media", "counter", "forever", "never_starts"]
         )
         counter = found[0]
         self.assertEqual(counter["cli_example"], "pio run counter [OPTIONS]")
