@@ -584,7 +584,7 @@ class DescriptorTests(JobsApiTestCase):
         self.assertEqual(
             [c["job_name"] for c in found], ["add_media", "counter", "forever", "never_starts"]
         )
-        counter = found[0]
+        counter = found[1]
         self.assertEqual(counter["cli_example"], "pio run counter [OPTIONS]")
         self.assertEqual(
             counter["options"][0],
