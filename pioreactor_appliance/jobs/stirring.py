@@ -16,6 +16,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall
 from zope.interface import provider
 
+from ..calibrations import Calibration, CalibrationError, active_calibration
 from ..hardware.connection import HardwareUnavailable
 from .base import Job, JobFailed
 from .context import JobContext
@@ -129,12 +130,16 @@ class Stirring(Job):
             setpoint=0.0,
             output_limits=(-PID_OUTPUT_LIMIT, PID_OUTPUT_LIMIT),
         )
+        self.calibration: Calibration | None = None
+        self._calibrated_start: float | None = None
         if self.use_rpm:
             self.target_rpm = clamp(
                 0, self._option("target_rpm", "initial_target_rpm"), MAX_RPM
             )
             self.publish("target_rpm", self.target_rpm)
             self.pid.retarget(self.target_rpm)
+            if self._given.get("duty_cycle") is None:
+                await self._start_from_calibration()
         self.duty = self.initial_duty
         self.publish("duty_cycle", self.duty)
         self.publish("currently_dodging_od", False)
@@ -153,6 +158,21 @@ class Stirring(Job):
                 f"{od_prefix}/{name}",
                 lambda message, name=name: self._on_od(name, message),
             )
+
+    async def _start_from_calibration(self) -> None:
+        """With an active stirring calibration, start at the duty it gives for the target, not a guess."""
+        try:
+            self.calibration = await active_calibration(
+                self.context.data_dir, self.context.unit_state.cache, "stirring"
+            )
+            if self.calibration is not None and self.target_rpm > 0:
+                self._calibrated_start = clamp(
+                    0.0, self.calibration.y_to_x(self.target_rpm), 100.0
+                )
+                self.initial_duty = self._calibrated_start
+        except CalibrationError as e:
+            self.calibration = None
+            self.log.warning(f"stirring calibration not used: {e}")
 
     def on_ready(self) -> None:
         self._last_update = self.clock.seconds()
@@ -218,9 +238,25 @@ class Stirring(Job):
         self.pid.retarget(self.target_rpm)
         if self.target_rpm == 0:
             return self._set_duty(0.0)
+        duty = self._calibrated_duty(self.target_rpm)
         if self.duty == 0 and self.state is State.READY:
-            return self._start_motor(self.initial_duty, RESTART_KICK_SECONDS)
+            return self._start_motor(
+                duty if duty is not None else self.initial_duty, RESTART_KICK_SECONDS
+            )
+        if duty is not None:
+            return self._set_duty(duty)
         return None
+
+    def _calibrated_duty(self, rpm: float) -> float | None:
+        """The calibration's duty for ``rpm``, nudged toward where the loop has settled (the reference's blend)."""
+        if self.calibration is None or self._calibrated_start is None:
+            return None
+        try:
+            wanted = self.calibration.y_to_x(rpm)
+        except CalibrationError:
+            return None
+        start = self._calibrated_start
+        return clamp(0.0, 1.05 * (start - 0.9 * (start - wanted)), 100.0)
 
     # --- the loop --------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from pioreactor_appliance.calibrations import ACTIVE_NAMESPACE, calibration_path
 from pioreactor_appliance.hardware.sim.model import MAX_RPM, STALL_DUTY
 from pioreactor_appliance.jobs.manager import RunRequest
 from pioreactor_appliance.jobs.registry import Registry
@@ -231,3 +232,39 @@ class StirringTests(TestCase):
             places=3,
             msg="back to stirring when OD stops",
         )
+
+
+class CalibratedStirringTests(TestCase):
+    async def test_an_active_calibration_picks_the_starting_duty_and_follows_new_targets(
+        self,
+    ) -> None:
+        unit = await simulated_unit(self, Registry({"stirring": Stirring}))
+        # The simulator's own curve: RPM = 22.5 x DC - 450 above the stall duty.
+        path = calibration_path(unit.data_dir, "stirring", "sim")
+        path.parent.mkdir(parents=True)
+        path.write_text(
+            "calibration_type: simple_stirring\ncalibration_name: sim\ncurve_data_: {type: poly, coefficients: [22.5, -450.0]}\n"
+            "recorded_data: {x: [30, 50, 70, 90], y: [225, 675, 1125, 1575]}\npwm_hz: 200\n",
+            encoding="utf-8",
+        )
+        await unit.manager.unit_state.cache.set(ACTIVE_NAMESPACE, "stirring", "sim")
+        job = await unit.manager.run(
+            RunRequest("stirring", "exp1", options={"target_rpm": 500})
+        )
+        await unit.advance(0.5, step=0.5)
+        self.assertAlmostEqual(
+            unit.model.board.duty_fraction(17) * 100, 950 / 22.5, places=1
+        )
+        await unit.advance(5, step=0.1, edges=True)
+        self.assertLess(
+            abs(unit.hardware.tachometer.rpm() - 500) / 500,
+            0.05,
+            "on target from the start",
+        )
+        unit.broker.client().publish(f"{PREFIX}/target_rpm/set", b"800")
+        await unit.settle()
+        start, wanted = 950 / 22.5, 1250 / 22.5
+        self.assertAlmostEqual(
+            job.duty, 1.05 * (start - 0.9 * (start - wanted)), places=2
+        )
+        await job.stop()
