@@ -72,7 +72,7 @@ class Photodiodes:
             for i in range(rounds):
                 wait = start + i * spacing - time.monotonic()
                 if wait > 0:
-                    time.sleep(wait)  # on the hardware thread, inside one short call
+                    time.sleep(wait)  # reactor-safe: on the hardware thread, inside one short connection.call
                 for channel in channels:
                     samples[channel].append(self.volts_on(pi, channel))
             return samples
