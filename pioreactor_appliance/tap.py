@@ -22,6 +22,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from .commands import CommandRunner
 from .config import Config, ConfigError
 from .descriptors import Descriptors
 from .errors import ApiError
@@ -40,6 +41,7 @@ from .resources.catalog import CatalogApi
 from .resources.experiments import ExperimentsApi
 from .resources.jobs import JobsApi, leader_experiment
 from .resources.routing import Router, make_site
+from .resources.system import SystemApi, SystemSettings
 from .resources.task_results import TaskResultsApi
 from .resources.unit_info import UnitInfoApi
 from .resources.unit_jobs import UnitJobsApi
@@ -83,6 +85,10 @@ class Options(usage.Options):
             HardwareSettings.from_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(f"bad hardware settings: {e}") from None
+        try:
+            SystemSettings.from_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"bad system commands: {e}") from None
         try:
             if self["mqtt"] is None:
                 config = self["config"]
@@ -261,6 +267,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             Hat.from_config(config),
             leader_experiment(fanout, config.leader_hostname, settings.unit),
         ),
+        SystemApi(CommandRunner(reactor, reactor), tasks, reactor, SystemSettings.from_config(config)),
     ]
     fallbacks: dict[str, ApiError] = {}
     if leader:

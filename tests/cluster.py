@@ -22,6 +22,12 @@ from .mosquitto import free_port, start_mosquitto
 
 # Fan-outs to units that are not running give up within a second.
 QUICK_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\n"
+# Never the Pi's reboot or update on the machine running the tests: each system command is a no-op.
+HARMLESS_SYSTEM = (
+    "[system]\npower_delay_seconds=0.1\n"
+    "[system.commands]\nreboot=true\nshutdown=true\nweb_server_status=sh -c 'echo active' pioreactor.service\n"
+    "web_server_restart=true\nset_clock=true\nupdate=true\n"
+)
 
 
 class ClusterTestCase(TestCase):
@@ -56,7 +62,7 @@ class ClusterTestCase(TestCase):
             data_dir.mkdir(parents=True)
             (data_dir / "config.ini").write_text(
                 f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
-                f"[cluster.addresses]\n{addresses}[appliance]\n{QUICK_FANOUT}{config}"
+                f"[cluster.addresses]\n{addresses}{HARMLESS_SYSTEM}[appliance]\n{QUICK_FANOUT}{config}"
             )
             for name, text in (files or {}).items():
                 (data_dir / name).write_text(text)

@@ -315,6 +315,15 @@ class LocalCluster:
             "\n[mqtt]\n"
             f"broker_address={LOOPBACK}\n"
             f"broker_port={self.mqtt_port}\n"
+            # The units share this machine: system commands only say what they would have done.
+            "\n[system]\npower_delay_seconds=1\n"
+            "\n[system.commands]\n"
+            "reboot=echo local cluster: reboot skipped\n"
+            "shutdown=echo local cluster: shutdown skipped\n"
+            "web_server_status=sh -c 'echo active' pioreactor.service\n"
+            "web_server_restart=echo local cluster: restart skipped\n"
+            "set_clock=echo local cluster: clock not set to\n"
+            "update=echo local cluster: would pip install\n"
             f"{self.extra_config}"
         )
 
