@@ -71,7 +71,9 @@ class _Collector(ProcessProtocol):
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         code = 0 if reason.check(ProcessDone) else reason.value.exitCode
-        self._done.callback(Result(code, self._output.decode("utf-8", "replace"), self.timed_out))
+        self._done.callback(
+            Result(code, self._output.decode("utf-8", "replace"), self.timed_out)
+        )
 
 
 class CommandRunner:

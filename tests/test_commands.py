@@ -18,7 +18,9 @@ class CommandRunnerTests(TestCase):
         self.runner = CommandRunner(reactor, reactor)
 
     async def test_success_keeps_stdout_and_stderr(self) -> None:
-        result = await self.runner.run([PY, "-c", "import sys; print('out'); print('err', file=sys.stderr)"], 10)
+        result = await self.runner.run(
+            [PY, "-c", "import sys; print('out'); print('err', file=sys.stderr)"], 10
+        )
         self.assertEqual(result.exit_code, 0)
         self.assertTrue(result.ok)
         self.assertIn("out", result.output)
@@ -46,16 +48,14 @@ class CommandRunnerTests(TestCase):
         victim = Path(self.mktemp())
         victim.write_text("keep")
         argument = f"x; rm -f {victim}; echo $HOME `id`"
-        result = await self.runner.run([PY, "-c", "import sys; print(repr(sys.argv[1:]))", argument], 10)
+        result = await self.runner.run(
+            [PY, "-c", "import sys; print(repr(sys.argv[1:]))", argument], 10
+        )
         self.assertEqual(result.output.strip(), repr([argument]))
         self.assertTrue(victim.exists())
 
-    async def test_a_missing_program_does_not_succeed(self) -> None:
-        try:
-            result = await self.runner.run(["/nonexistent/program-xyz"], 10)
-        except OSError:
-            return
-        self.assertFalse(result.ok)
+    def test_a_missing_program_raises(self) -> None:
+        self.assertRaises(OSError, self.runner.run, ["/nonexistent/program-xyz"], 10)
 
     def test_an_empty_command_is_refused(self) -> None:
         self.assertRaises(ValueError, self.runner.run, [], 1)

@@ -10,6 +10,7 @@ rate limit answers 429.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Callable, Coroutine
@@ -34,9 +35,18 @@ from .task_results import run_as_task
 
 log = Logger()
 
-COMMANDS = ("reboot", "shutdown", "web_server_status", "web_server_restart", "set_clock", "update")
+COMMANDS = (
+    "reboot",
+    "shutdown",
+    "web_server_status",
+    "web_server_restart",
+    "set_clock",
+    "update",
+)
 # A release version as pip takes it: 1.2.3, 26.7.2rc1, 1.0.post1, 2.0.dev3.
-VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?$")
+VERSION = re.compile(
+    r"^[0-9]+(\.[0-9]+){0,3}((a|b|rc)[0-9]+)?(\.post[0-9]+)?(\.dev[0-9]+)?$"
+)
 
 
 @frozen
@@ -57,13 +67,17 @@ class SystemSettings:
             try:
                 words = tuple(shlex.split(text))
             except ValueError as e:
-                raise ConfigError(f"[system.commands] {name}: cannot split {text!r}: {e}") from None
+                raise ConfigError(
+                    f"[system.commands] {name}: cannot split {text!r}: {e}"
+                ) from None
             if not words:
                 raise ConfigError(f"[system.commands] {name} is empty")
             commands[name] = words
         package = config.get_str("system", "update_package")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", package):
-            raise ConfigError(f"[system] update_package must be a package name, not {package!r}")
+            raise ConfigError(
+                f"[system] update_package must be a package name, not {package!r}"
+            )
         return cls(
             commands,
             config.get_float("system", "command_timeout_seconds"),
@@ -124,14 +138,16 @@ class RateLimit:
                 "Too many requests, please try again later.",
                 cause=f"{what} is limited to one request per {self.period:g} s.",
                 remediation=f"Retry in {wait:.0f} s.",
-                headers={b"retry-after": str(max(1, round(wait + 0.5))).encode("ascii")},
+                headers={b"retry-after": str(max(1, math.ceil(wait))).encode("ascii")},
             )
         self.last = now
 
 
 def clock_argument(text: str) -> str:
     """``utc_clock_time`` as ``date --utc --set`` takes it; 400 naming the problem otherwise."""
-    remediation = 'Send {"utc_clock_time": "2026-01-05T12:00:00.000Z"}: ISO 8601, in UTC.'
+    remediation = (
+        'Send {"utc_clock_time": "2026-01-05T12:00:00.000Z"}: ISO 8601, in UTC.'
+    )
     error = "Invalid utc_clock_time format. Use ISO 8601."
     try:
         moment = parse_iso(text)
@@ -139,7 +155,12 @@ def clock_argument(text: str) -> str:
     except ValueError as e:
         raise ApiError(400, error, cause=str(e), remediation=remediation) from None
     if offset != timedelta(0):
-        raise ApiError(400, error, cause=f"{text!r} is not in UTC (its offset is {offset}).", remediation=remediation)
+        raise ApiError(
+            400,
+            error,
+            cause=f"{text!r} is not in UTC (its offset is {offset}).",
+            remediation=remediation,
+        )
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
@@ -181,13 +202,24 @@ def command_failed(action: str, result: Result, timeout: float) -> ApiError:
         error = f"{action} was ended by a signal."
     else:
         error = f"{action} failed with exit code {result.exit_code}."
-    return ApiError(500, error, cause=f"{error} Last output: {tail}", remediation="Check the command in [system.commands] and the unit's log.")
+    return ApiError(
+        500,
+        error,
+        cause=f"{error} Last output: {tail}",
+        remediation="Check the command in [system.commands] and the unit's log.",
+    )
 
 
 class SystemApi:
     app = Klein()
 
-    def __init__(self, runner: CommandRunner, tasks: TaskRegistry, clock: IReactorTime, settings: SystemSettings) -> None:
+    def __init__(
+        self,
+        runner: CommandRunner,
+        tasks: TaskRegistry,
+        clock: IReactorTime,
+        settings: SystemSettings,
+    ) -> None:
         self._runner = runner
         self._tasks = tasks
         self._clock = clock
@@ -197,13 +229,25 @@ class SystemApi:
         self._web_restart_limit = RateLimit(15)
         self._update_limit = RateLimit(10)
 
-    async def _run(self, action: str, name: str, extra: tuple[str, ...] = (), timeout: float | None = None) -> Result:
+    async def _run(
+        self,
+        action: str,
+        name: str,
+        extra: tuple[str, ...] = (),
+        timeout: float | None = None,
+    ) -> Result:
         """Run command ``name`` (plus ``extra`` arguments); an ApiError unless it exits 0."""
         timeout = self._settings.timeout if timeout is None else timeout
         try:
-            result = await self._runner.run((*self._settings.commands[name], *extra), timeout)
+            result = await self._runner.run(
+                (*self._settings.commands[name], *extra), timeout
+            )
         except OSError as e:
-            raise ApiError(500, f"{action} could not start: {e}.", remediation="Check the command in [system.commands].") from None
+            raise ApiError(
+                500,
+                f"{action} could not start: {e}.",
+                remediation="Check the command in [system.commands].",
+            ) from None
         if not result.ok:
             error = command_failed(action, result, timeout)
             log.error("{cause}", cause=error.cause)
@@ -254,7 +298,15 @@ class SystemApi:
         request.setHeader(b"cache-control", b"no-store")
         return {"status": "success", "clock_time": iso_utc(self._clock.seconds())}
 
-    @route(app, "/unit_api/system/utc_clock", ["PATCH", "POST"], body=SetClock, returns=Accepted | LockBusy, status=202, dangerous=True)
+    @route(
+        app,
+        "/unit_api/system/utc_clock",
+        ["PATCH", "POST"],
+        body=SetClock,
+        returns=Accepted | LockBusy,
+        status=202,
+        dangerous=True,
+    )
     def set_utc_clock(self, request: IRequest, body: SetClock) -> Reply:
         """Set this unit's clock; the task's result is true once the clock command succeeded."""
         argument = clock_argument(body.utc_clock_time)
@@ -265,35 +317,79 @@ class SystemApi:
 
         return self._locked("clock-lock", work)
 
-    @route(app, "/unit_api/system/reboot", ["PATCH", "POST"], returns=Accepted | LockBusy, status=202, dangerous=True)
+    @route(
+        app,
+        "/unit_api/system/reboot",
+        ["PATCH", "POST"],
+        returns=Accepted | LockBusy,
+        status=202,
+        dangerous=True,
+    )
     def reboot(self, request: IRequest) -> Reply:
         """Reboot the Pi, a few seconds after answering."""
-        return self._locked("power-lock", self._later("Reboot", "reboot"), self._power_limit, "Reboot and shutdown")
+        return self._locked(
+            "power-lock",
+            self._later("Reboot", "reboot"),
+            self._power_limit,
+            "Reboot and shutdown",
+        )
 
-    @route(app, "/unit_api/system/shutdown", ["PATCH", "POST"], returns=Accepted | LockBusy, status=202, dangerous=True)
+    @route(
+        app,
+        "/unit_api/system/shutdown",
+        ["PATCH", "POST"],
+        returns=Accepted | LockBusy,
+        status=202,
+        dangerous=True,
+    )
     def shutdown(self, request: IRequest) -> Reply:
         """Power the Pi off, a few seconds after answering."""
-        return self._locked("power-lock", self._later("Shutdown", "shutdown"), self._power_limit, "Reboot and shutdown")
+        return self._locked(
+            "power-lock",
+            self._later("Shutdown", "shutdown"),
+            self._power_limit,
+            "Reboot and shutdown",
+        )
 
     def _update(self, body: Update) -> Reply:
         requirement = update_requirement(self._settings.update_package, body)
 
         async def work() -> bool:
-            await self._run("The update", "update", (requirement,), self._settings.update_timeout)
+            await self._run(
+                "The update", "update", (requirement,), self._settings.update_timeout
+            )
             return True
 
         return self._locked("update-lock", work, self._update_limit, "Updating")
 
-    @route(app, "/unit_api/system/update", ["PATCH", "POST"], body=Update, returns=Accepted | LockBusy, status=202, dangerous=True)
+    @route(
+        app,
+        "/unit_api/system/update",
+        ["PATCH", "POST"],
+        body=Update,
+        returns=Accepted | LockBusy,
+        status=202,
+        dangerous=True,
+    )
     def update(self, request: IRequest, body: Update) -> Reply:
         """Install the latest release, or ``options.version``; true once the install finished."""
         return self._update(body)
 
-    @route(app, "/unit_api/system/update/<target>", ["PATCH", "POST"], body=Update, returns=Accepted | LockBusy, status=202, dangerous=True)
+    @route(
+        app,
+        "/unit_api/system/update/<target>",
+        ["PATCH", "POST"],
+        body=Update,
+        returns=Accepted | LockBusy,
+        status=202,
+        dangerous=True,
+    )
     def update_target(self, request: IRequest, target: str, body: Update) -> Reply:
         """As ``/system/update``; ``app`` is the only target."""
         if target != "app":
-            raise ApiError(404, "Invalid target", remediation="Use /unit_api/system/update/app.")
+            raise ApiError(
+                404, "Invalid target", remediation="Use /unit_api/system/update/app."
+            )
         return self._update(body)
 
     @route(app, "/unit_api/system/web_server/status", ["GET"], returns=WebServerStatus)
@@ -304,13 +400,27 @@ class SystemApi:
         try:
             result = await self._runner.run(argv, self._settings.timeout)
             raw = result.last_lines(1) or f"exit code {result.exit_code}"
-            state: Literal["ready", "disconnected"] = "ready" if result.ok and raw == "active" else "disconnected"
+            state: Literal["ready", "disconnected"] = (
+                "ready" if result.ok and raw == "active" else "disconnected"
+            )
         except OSError as e:
             raw, state = f"cannot run the status command: {e}", "disconnected"
         cache_for(request, 3)
         return {"service": service, "state": state, "raw_status": f"{service}={raw}"}
 
-    @route(app, "/unit_api/system/web_server/restart", ["PATCH", "POST"], returns=Accepted | LockBusy, status=202, dangerous=True)
+    @route(
+        app,
+        "/unit_api/system/web_server/restart",
+        ["PATCH", "POST"],
+        returns=Accepted | LockBusy,
+        status=202,
+        dangerous=True,
+    )
     def web_server_restart(self, request: IRequest) -> Reply:
         """Restart the web server's service a few seconds after answering (this process, on an appliance)."""
-        return self._locked("web-restart-lock", self._later("Restarting the web server", "web_server_restart"), self._web_restart_limit, "Restarting the web server")
+        return self._locked(
+            "web-restart-lock",
+            self._later("Restarting the web server", "web_server_restart"),
+            self._web_restart_limit,
+            "Restarting the web server",
+        )
