@@ -151,7 +151,7 @@ def clock_argument(text: str) -> str:
     error = "Invalid utc_clock_time format. Use ISO 8601."
     try:
         moment = parse_iso(text)
-        offset = datetime.fromisoformat(text.replace("Z", "+00:00")).utcoffset()
+        offset = datetime.fromisoformat(text).utcoffset()
     except ValueError as e:
         raise ApiError(400, error, cause=str(e), remediation=remediation) from None
     if offset != timedelta(0):
