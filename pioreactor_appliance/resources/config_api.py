@@ -59,7 +59,9 @@ def merged_shape(config: Config) -> dict[str, dict[str, str]]:
             if values[key] and any(word in key.lower() for word in SECRET_WORDS):
                 values[key] = REDACTED
     if "od_config.photodiode_channel" in sections:
-        sections["od_config.photodiode_channel"] = {k: v for k, v in sections["od_config.photodiode_channel"].items() if v}
+        sections["od_config.photodiode_channel"] = {
+            k: v for k, v in sections["od_config.photodiode_channel"].items() if v
+        }
     for name in ("leds", "PWM"):
         if name in sections:
             sections[f"{name}_reverse"] = {v: k for k, v in sections[name].items() if v}
@@ -87,18 +89,27 @@ def _check_startable(config: Config) -> None:
 
 
 def _bad_text(e: ConfigError) -> ApiError:
-    return ApiError(400, "Incorrect syntax in the config.", cause=str(e), remediation="Fix that line; the file was not changed.")
+    return ApiError(
+        400,
+        "Incorrect syntax in the config.",
+        cause=str(e),
+        remediation="Fix that line; the file was not changed.",
+    )
 
 
 def _write_checked(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that the file is either the old one or the whole new one."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        parse_text(Path(temporary).read_text(encoding="utf-8"), path.name)  # what is on disk is what was checked
+        parse_text(
+            Path(temporary).read_text(encoding="utf-8"), path.name
+        )  # what is on disk is what was checked
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -120,10 +131,20 @@ class ConfigApi:
 
     def _layers(self, unit_text: str | None) -> Config:
         """The shipped defaults, ``config.ini`` and ``unit_config.ini`` (this text, or the file's); runs in a thread."""
-        layers = [(str(DEFAULTS), parse_text(DEFAULTS.read_text(encoding="utf-8"), str(DEFAULTS)))]
+        layers = [
+            (
+                str(DEFAULTS),
+                parse_text(DEFAULTS.read_text(encoding="utf-8"), str(DEFAULTS)),
+            )
+        ]
         shared = self._data_dir / SHARED_NAME
         if shared.exists():
-            layers.append((SHARED_NAME, parse_text(shared.read_text(encoding="utf-8"), SHARED_NAME)))
+            layers.append(
+                (
+                    SHARED_NAME,
+                    parse_text(shared.read_text(encoding="utf-8"), SHARED_NAME),
+                )
+            )
         if unit_text is None:
             unit = self._data_dir / UNIT_NAME
             unit_text = unit.read_text(encoding="utf-8") if unit.exists() else None
@@ -140,10 +161,17 @@ class ConfigApi:
         try:
             config = await deferToThread(self._layers, None)
         except (ConfigError, OSError, UnicodeDecodeError) as e:
-            raise ApiError(500, "Failed to read merged config", cause=str(e), remediation="Fix the file on the unit.") from None
+            raise ApiError(
+                500,
+                "Failed to read merged config",
+                cause=str(e),
+                remediation="Fix the file on the unit.",
+            ) from None
         return merged_shape(config)
 
-    @route(app, "/unit_api/config/specific", ["GET"], returns=str, media=("text/plain",))
+    @route(
+        app, "/unit_api/config/specific", ["GET"], returns=str, media=("text/plain",)
+    )
     async def specific(self, request: IRequest) -> Reply:
         """This unit's unit_config.ini as text ("" when there is none)."""
         path = self._data_dir / UNIT_NAME
@@ -157,10 +185,25 @@ class ConfigApi:
         try:
             text = await deferToThread(read)
         except OSError as e:
-            raise ApiError(503, "unit_config.ini could not be read.", cause=str(e), remediation="Check the unit's storage.") from None
-        return Reply(text, content_type=b"text/plain; charset=utf-8", headers={b"cache-control": b"no-store"})
+            raise ApiError(
+                503,
+                "unit_config.ini could not be read.",
+                cause=str(e),
+                remediation="Check the unit's storage.",
+            ) from None
+        return Reply(
+            text,
+            content_type=b"text/plain; charset=utf-8",
+            headers={b"cache-control": b"no-store"},
+        )
 
-    @route(app, "/unit_api/config/specific", ["PATCH", "POST"], body=ConfigEdit, returns=ConfigSaved)
+    @route(
+        app,
+        "/unit_api/config/specific",
+        ["PATCH", "POST"],
+        body=ConfigEdit,
+        returns=ConfigSaved,
+    )
     async def save_specific(self, request: IRequest, body: ConfigEdit) -> ConfigSaved:
         """Replace unit_config.ini, once it parses and merges into a config the unit can start with.
 
@@ -175,9 +218,16 @@ class ConfigApi:
         try:
             merged = await deferToThread(self._layers, text)
         except (ConfigError, OSError, UnicodeDecodeError) as e:
-            raise ApiError(503, "The shared config could not be read.", cause=str(e), remediation="Fix config.ini on the unit.") from None
+            raise ApiError(
+                503,
+                "The shared config could not be read.",
+                cause=str(e),
+                remediation="Fix config.ini on the unit.",
+            ) from None
         _check_startable(merged)
-        await self._writing.run(deferToThread, _write_checked, self._data_dir / UNIT_NAME, text)
+        await self._writing.run(
+            deferToThread, _write_checked, self._data_dir / UNIT_NAME, text
+        )
         changed = merged.sections != self._running.sections
         message = (
             "Saved; it takes effect when the appliance restarts (the running process read its config at start)."

@@ -30,7 +30,13 @@ from .task_results import run_as_task
 
 KILL_SWITCH = "DISALLOW_UI_FILE_SYSTEM"
 SECRET_NAMES = (CREDENTIALS_FILE, SECRET_FILE)
-SQLITE_SUFFIXES = (".sqlite", ".sqlite.backup", ".sqlite-shm", ".sqlite-wal", ".sqlite-journal")
+SQLITE_SUFFIXES = (
+    ".sqlite",
+    ".sqlite.backup",
+    ".sqlite-shm",
+    ".sqlite-wal",
+    ".sqlite-journal",
+)
 SQLITE_HEADER = b"SQLite format 3\x00"
 HIDDEN = frozenset({"__pycache__"})
 
@@ -60,7 +66,12 @@ def _refused(cause: str) -> ApiError:
 
 
 def _not_found(path: str) -> ApiError:
-    return ApiError(404, "Path not found.", cause=f"Nothing at {path!r} in the data directory.", remediation="List the parent directory to see what is there.")
+    return ApiError(
+        404,
+        "Path not found.",
+        cause=f"Nothing at {path!r} in the data directory.",
+        remediation="List the parent directory to see what is there.",
+    )
 
 
 def _is_protected(path: Path) -> bool:
@@ -90,7 +101,12 @@ def _protected_error(path: Path) -> ApiError:
 def confine(root: Path, requested: str) -> Path:
     """The resolved path ``requested`` names inside ``root``, or an ApiError; runs in a thread."""
     if "\x00" in requested:
-        raise ApiError(400, "Invalid path.", cause="The path contains a NUL character.", remediation="Send a plain path.")
+        raise ApiError(
+            400,
+            "Invalid path.",
+            cause="The path contains a NUL character.",
+            remediation="Send a plain path.",
+        )
     if ".." in PurePosixPath(requested).parts:
         raise _refused(f"{requested!r} contains '..'.")
     base = root.resolve()
@@ -104,7 +120,12 @@ def confine(root: Path, requested: str) -> Path:
     try:
         resolved = (base / requested).resolve()
     except (OSError, RuntimeError) as e:  # a symlink loop, a name too long
-        raise ApiError(400, "Invalid path.", cause=f"{requested!r} cannot be resolved: {e}", remediation="Name an existing path.") from None
+        raise ApiError(
+            400,
+            "Invalid path.",
+            cause=f"{requested!r} cannot be resolved: {e}",
+            remediation="Name an existing path.",
+        ) from None
     if resolved != base and not resolved.is_relative_to(base):
         raise _refused(f"{requested!r} leads outside the data directory.")
     return resolved
@@ -123,8 +144,18 @@ def _os_error(e: OSError, requested: str) -> ApiError:
     if e.errno in (errno.EACCES, errno.EPERM):
         return _refused(f"The appliance may not read {requested!r}.")
     if e.errno in (errno.ENAMETOOLONG, errno.ENOTDIR, errno.ELOOP):
-        return ApiError(400, "Invalid path.", cause=f"{requested!r}: {e.strerror}", remediation="Name an existing path.")
-    return ApiError(503, "The file system could not be read.", cause=f"{requested!r}: {e.strerror}", remediation="Check the unit's storage.")
+        return ApiError(
+            400,
+            "Invalid path.",
+            cause=f"{requested!r}: {e.strerror}",
+            remediation="Name an existing path.",
+        )
+    return ApiError(
+        503,
+        "The file system could not be read.",
+        cause=f"{requested!r}: {e.strerror}",
+        remediation="Check the unit's storage.",
+    )
 
 
 def _inside(root: Path, entry: Path) -> bool:
@@ -181,7 +212,12 @@ def removable(root: Path, requested: str) -> Path:
     path = confine(root, requested)
     info = _stat(path, requested)
     if stat.S_ISDIR(info.st_mode):
-        raise ApiError(400, "Not a file.", cause=f"{requested!r} is a directory; only files are removed.", remediation="Remove the files inside it one by one.")
+        raise ApiError(
+            400,
+            "Not a file.",
+            cause=f"{requested!r} is a directory; only files are removed.",
+            remediation="Remove the files inside it one by one.",
+        )
     if _is_protected(path) or _is_sqlite(path):
         raise _protected_error(path)
     return path
@@ -200,12 +236,24 @@ class FilesApi:
         self._tasks = tasks
         self._max_bytes = max_bytes
 
-    @route(app, "/unit_api/system/path/", ["GET"], returns=Listing, media=("application/json", "text/plain"))
+    @route(
+        app,
+        "/unit_api/system/path/",
+        ["GET"],
+        returns=Listing,
+        media=("application/json", "text/plain"),
+    )
     async def data_dir(self, request: IRequest) -> Reply | Listing:
         """List the data directory."""
         return await self._serve(request, "")
 
-    @route(app, "/unit_api/system/path/<path:req_path>", ["GET"], returns=Listing, media=("application/json", "text/plain"))
+    @route(
+        app,
+        "/unit_api/system/path/<path:req_path>",
+        ["GET"],
+        returns=Listing,
+        media=("application/json", "text/plain"),
+    )
     async def path(self, request: IRequest, req_path: str) -> Reply | Listing:
         """A directory's listing (JSON) or a file's content (text/plain) inside the data directory.
 
@@ -219,10 +267,22 @@ class FilesApi:
         request.setHeader(b"cache-control", b"no-store")
         if isinstance(found, bytes):
             # nosniff: a stored .html must not become a page of the UI's origin
-            return Reply(found, content_type=b"text/plain", headers={b"x-content-type-options": b"nosniff"})
+            return Reply(
+                found,
+                content_type=b"text/plain",
+                headers={b"x-content-type-options": b"nosniff"},
+            )
         return found
 
-    @route(app, "/unit_api/system/remove_file", ["PATCH", "POST"], body=RemoveFile, returns=Accepted, status=202, dangerous=True)
+    @route(
+        app,
+        "/unit_api/system/remove_file",
+        ["PATCH", "POST"],
+        body=RemoveFile,
+        returns=Accepted,
+        status=202,
+        dangerous=True,
+    )
     async def remove_file(self, request: IRequest, body: RemoveFile) -> Reply:
         """Remove one file inside the data directory (not a directory, a secret or a database).
 

@@ -29,11 +29,17 @@ class ConfigApiTests(TestCase):
         self.root.mkdir()
         (self.root / "config.ini").write_text(SHARED)
         (self.root / "unit_config.ini").write_text(UNIT)
-        policy = AppliancePolicy(Clock(), Limits.defaults(), HostCheck.of(["leader"], []))
-        self.stub = StubTreq(Router([ConfigApi(self.root, Config.load(self.root))], policy=policy))
+        policy = AppliancePolicy(
+            Clock(), Limits.defaults(), HostCheck.of(["leader"], [])
+        )
+        self.stub = StubTreq(
+            Router([ConfigApi(self.root, Config.load(self.root))], policy=policy)
+        )
 
     async def save(self, code: Any, method: str = "PATCH") -> tuple[int, Any]:
-        return await request(self.stub, method, "/unit_api/config/specific", json={"code": code})
+        return await request(
+            self.stub, method, "/unit_api/config/specific", json={"code": code}
+        )
 
     def on_disk(self) -> str:
         return (self.root / "unit_config.ini").read_text()
@@ -41,15 +47,23 @@ class ConfigApiTests(TestCase):
     async def test_merged_layers_unit_over_shared_over_defaults(self) -> None:
         code, merged = await request(self.stub, "GET", "/unit_api/config/merged")
         self.assertEqual(code, 200)
-        self.assertEqual(merged["stirring.config"]["initial_target_rpm"], "400")  # unit_config.ini
-        self.assertEqual(merged["stirring.config"]["initial_duty_cycle"], "30")  # shipped default
-        self.assertEqual(merged["cluster.topology"]["leader_hostname"], "lead")  # config.ini
+        self.assertEqual(
+            merged["stirring.config"]["initial_target_rpm"], "400"
+        )  # unit_config.ini
+        self.assertEqual(
+            merged["stirring.config"]["initial_duty_cycle"], "30"
+        )  # shipped default
+        self.assertEqual(
+            merged["cluster.topology"]["leader_hostname"], "lead"
+        )  # config.ini
         self.assertEqual(merged["leds_reverse"], {"IR": "A", "white": "B"})
         self.assertEqual(merged["PWM_reverse"]["stirring"], "1")
         self.assertEqual(merged["cluster.addresses"]["lead"], "10.0.0.2")
         self.assertEqual(merged["mqtt"]["password"], "<redacted>")
         self.assertEqual(merged["mqtt"]["username"], "")
-        self.assertTrue(all(isinstance(v, str) for s in merged.values() for v in s.values()))
+        self.assertTrue(
+            all(isinstance(v, str) for s in merged.values() for v in s.values())
+        )
 
     async def test_merged_names_a_broken_file(self) -> None:
         (self.root / "config.ini").write_text("[x]\na=1\n[x]\n")
@@ -58,29 +72,53 @@ class ConfigApiTests(TestCase):
         self.assertIn("config.ini, line 3", body["cause"])
 
     async def test_specific_is_the_file_as_text(self) -> None:
-        response = await _settle(self.stub, self.stub.request("GET", "http://leader/unit_api/config/specific"), "GET")
-        self.assertEqual(await _settle(self.stub, response.content(), "body"), UNIT.encode())
-        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
-        self.assertEqual(response.headers.getRawHeaders(b"cache-control"), [b"no-store"])
+        response = await _settle(
+            self.stub,
+            self.stub.request("GET", "http://leader/unit_api/config/specific"),
+            "GET",
+        )
+        self.assertEqual(
+            await _settle(self.stub, response.content(), "body"), UNIT.encode()
+        )
+        self.assertEqual(
+            response.headers.getRawHeaders(b"content-type"),
+            [b"text/plain; charset=utf-8"],
+        )
+        self.assertEqual(
+            response.headers.getRawHeaders(b"cache-control"), [b"no-store"]
+        )
         (self.root / "unit_config.ini").unlink()
-        response = await _settle(self.stub, self.stub.request("GET", "http://leader/unit_api/config/specific"), "GET")
-        self.assertEqual((response.code, await _settle(self.stub, response.content(), "body")), (200, b""))
+        response = await _settle(
+            self.stub,
+            self.stub.request("GET", "http://leader/unit_api/config/specific"),
+            "GET",
+        )
+        self.assertEqual(
+            (response.code, await _settle(self.stub, response.content(), "body")),
+            (200, b""),
+        )
 
     async def test_an_edit_is_saved_and_says_a_restart_is_needed(self) -> None:
         for method in ("PATCH", "POST"):
             new = f"[stirring.config]\ninitial_target_rpm=6{len(method)}0\n"
             code, body = await self.save(new, method)
             self.assertEqual(code, 200, body)
-            self.assertEqual((body["status"], body["restart_required"]), ("success", True))
+            self.assertEqual(
+                (body["status"], body["restart_required"]), ("success", True)
+            )
             self.assertEqual(self.on_disk(), new)
-        self.assertEqual([p.name for p in self.root.iterdir() if p.name.endswith(".tmp")], [])
+        self.assertEqual(
+            [p.name for p in self.root.iterdir() if p.name.endswith(".tmp")], []
+        )
 
     async def test_an_edit_equal_to_the_running_config_needs_no_restart(self) -> None:
         code, body = await self.save(UNIT + "\n# a comment\n")
         self.assertEqual((code, body["restart_required"]), (200, False), body)
 
     async def test_dashes_are_plain_on_disk(self) -> None:
-        code, _ = await self.save("[stirring.config]\ninitial_target_rpm=500\n# 1\u20132\u20143\n")
+        code, _ = await self.save(
+            "[stirring.config]\ninitial_target_rpm=500\n# 1\u20132\u20143\n"
+        )
         self.assertEqual(code, 200)
         self.assertIn("# 1-2-3", self.on_disk())
 
@@ -93,7 +131,9 @@ class ConfigApiTests(TestCase):
         ]
         for text, line, why in cases:
             code, body = await self.save(text)
-            self.assertEqual((code, body["error"]), (400, "Incorrect syntax in the config."), text)
+            self.assertEqual(
+                (code, body["error"]), (400, "Incorrect syntax in the config."), text
+            )
             self.assertIn(f"unit_config.ini, {line}", body["cause"])
             self.assertIn(why, body["cause"])
             self.assertEqual(self.on_disk(), UNIT)
@@ -105,19 +145,49 @@ class ConfigApiTests(TestCase):
             ("[mqtt]\nbroker_port=\n", "broker_port"),
         ):
             code, body = await self.save(text)
-            self.assertEqual((code, body["error"]), (400, "The config would not start the unit."), body)
+            self.assertEqual(
+                (code, body["error"]),
+                (400, "The config would not start the unit."),
+                body,
+            )
             self.assertIn(mention, body["cause"])
             self.assertEqual(self.on_disk(), UNIT)
 
     async def test_bad_bodies(self) -> None:
-        for body in ({}, {"code": 3}, {"code": ["x"]}, {"code": "", "extra": 1}, "text"):
-            code, answer = await request(self.stub, "PATCH", "/unit_api/config/specific", json=body)
-            self.assertEqual((code, answer["error"]), (400, "Invalid request body."), body)
-        code, _ = await request(self.stub, "PATCH", "/unit_api/config/specific", data=b"[a]\nx=1\n", headers={b"content-type": [b"text/plain"]})
+        for body in (
+            {},
+            {"code": 3},
+            {"code": ["x"]},
+            {"code": "", "extra": 1},
+            "text",
+        ):
+            code, answer = await request(
+                self.stub, "PATCH", "/unit_api/config/specific", json=body
+            )
+            self.assertEqual(
+                (code, answer["error"]), (400, "Invalid request body."), body
+            )
+        code, _ = await request(
+            self.stub,
+            "PATCH",
+            "/unit_api/config/specific",
+            data=b"[a]\nx=1\n",
+            headers={b"content-type": [b"text/plain"]},
+        )
         self.assertEqual(code, 415)
         huge = json.dumps({"code": "#" * Limits.defaults().json_body_bytes}).encode()
-        code, answer = await request(self.stub, "PATCH", "/unit_api/config/specific", data=huge, headers={b"content-type": [b"application/json"]})
+        code, answer = await request(
+            self.stub,
+            "PATCH",
+            "/unit_api/config/specific",
+            data=huge,
+            headers={b"content-type": [b"application/json"]},
+        )
         self.assertEqual(code, 413, answer)
         self.assertEqual(self.on_disk(), UNIT)
-        self.assertEqual((await request(self.stub, "DELETE", "/unit_api/config/specific"))[0], 405)
-        self.assertEqual((await request(self.stub, "POST", "/unit_api/config/merged"))[0], 405)
+        self.assertEqual(
+            (await request(self.stub, "DELETE", "/unit_api/config/specific"))[0], 405
+        )
+        self.assertEqual(
+            (await request(self.stub, "POST", "/unit_api/config/merged"))[0], 405
+        )

@@ -12,8 +12,8 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.errors import ApiError
+from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.resources.files import FilesApi, confine
 from pioreactor_appliance.resources.routing import Router
 from pioreactor_appliance.security.hosts import HostCheck
@@ -37,15 +37,25 @@ class FilesTests(TestCase):
         (self.root / "cluster_secret").write_text("s3cret")
         self.clock = Clock()
         self.tasks = TaskRegistry(self.clock, "pio1", max_count=10, max_age=60)
-        policy = AppliancePolicy(self.clock, Limits.defaults(), HostCheck.of(["leader"], []))
-        self.stub = StubTreq(Router([FilesApi(self.root, self.tasks, MAX_BYTES)], policy=policy))
+        policy = AppliancePolicy(
+            self.clock, Limits.defaults(), HostCheck.of(["leader"], [])
+        )
+        self.stub = StubTreq(
+            Router([FilesApi(self.root, self.tasks, MAX_BYTES)], policy=policy)
+        )
 
     async def get(self, path: str) -> tuple[int, Any, bytes]:
         """Code, content type and raw body of a GET."""
         what = f"GET {path}"
-        response = await _settle(self.stub, self.stub.request("GET", "http://leader" + path), what)
+        response = await _settle(
+            self.stub, self.stub.request("GET", "http://leader" + path), what
+        )
         body = await _settle(self.stub, response.content(), what)
-        return response.code, response.headers.getRawHeaders(b"content-type", [b""])[0], body
+        return (
+            response.code,
+            response.headers.getRawHeaders(b"content-type", [b""])[0],
+            body,
+        )
 
     async def refused(self, path: str, status: int, mention: str) -> None:
         code, kind, body = await self.get(path)
@@ -56,7 +66,12 @@ class FilesTests(TestCase):
         self.assertNotIn(b"root:", body)
 
     async def remove(self, filepath: Any) -> tuple[int, Any]:
-        return await request(self.stub, "POST", "/unit_api/system/remove_file", json={"filepath": filepath})
+        return await request(
+            self.stub,
+            "POST",
+            "/unit_api/system/remove_file",
+            json={"filepath": filepath},
+        )
 
     async def test_the_data_directory_is_listed_one_level_deep(self) -> None:
         code, kind, body = await self.get("/unit_api/system/path/")
@@ -64,22 +79,36 @@ class FilesTests(TestCase):
         listing = json.loads(body)
         self.assertEqual(listing["current"], str(self.root.resolve()))
         self.assertEqual(listing["dirs"], ["plugins", "storage"])
-        self.assertEqual(listing["files"], ["cluster_secret", "config.ini", "credentials.json"])
+        self.assertEqual(
+            listing["files"], ["cluster_secret", "config.ini", "credentials.json"]
+        )
 
     async def test_without_the_slash_it_answers_the_same(self) -> None:
-        self.assertEqual(await self.get("/unit_api/system/path"), await self.get("/unit_api/system/path/"))
+        self.assertEqual(
+            await self.get("/unit_api/system/path"),
+            await self.get("/unit_api/system/path/"),
+        )
 
     async def test_a_subdirectory_hides_pycache(self) -> None:
         code, _, body = await self.get("/unit_api/system/path/plugins")
         self.assertEqual(code, 200)
-        self.assertEqual(json.loads(body), {"current": str((self.root / "plugins").resolve()), "dirs": ["ui"], "files": ["my_plugin.py"]})
+        self.assertEqual(
+            json.loads(body),
+            {
+                "current": str((self.root / "plugins").resolve()),
+                "dirs": ["ui"],
+                "files": ["my_plugin.py"],
+            },
+        )
 
     async def test_a_file_is_sent_as_text(self) -> None:
         code, kind, body = await self.get("/unit_api/system/path/plugins/my_plugin.py")
         self.assertEqual((code, kind, body), (200, b"text/plain", b"print('hi')\n"))
 
     async def test_a_missing_path_is_404(self) -> None:
-        await self.refused("/unit_api/system/path/plugins/nope.py", 404, "Path not found")
+        await self.refused(
+            "/unit_api/system/path/plugins/nope.py", 404, "Path not found"
+        )
 
     async def test_dot_dot_is_refused_however_spelled(self) -> None:
         for path in (
@@ -93,21 +122,37 @@ class FilesTests(TestCase):
             self.assertNotIn(b"root:", body)
 
     async def test_dot_dot_inside_a_segment_is_refused_by_name(self) -> None:
-        await self.refused("/unit_api/system/path/plugins%2F..%2Fconfig.ini", 403, "'..'")
+        await self.refused(
+            "/unit_api/system/path/plugins%2F..%2Fconfig.ini", 403, "'..'"
+        )
 
     async def test_an_absolute_path_is_refused(self) -> None:
         # In a URL it makes "//", which the router refuses before any handler; in a body it is confined.
-        await self.refused("/unit_api/system/path/%2Fetc%2Fpasswd", 404, "No route matches")
+        await self.refused(
+            "/unit_api/system/path/%2Fetc%2Fpasswd", 404, "No route matches"
+        )
         await self.refused("/unit_api/system/path//etc/passwd", 404, "No route matches")
         with self.assertRaises(ApiError) as raised:
             confine(self.root, "/etc/passwd")
-        self.assertEqual((raised.exception.status, raised.exception.error), (403, "Access to this path is not allowed"))
-        self.assertEqual(confine(self.root, str(self.root / "config.ini")), (self.root / "config.ini").resolve())
+        self.assertEqual(
+            (raised.exception.status, raised.exception.error),
+            (403, "Access to this path is not allowed"),
+        )
+        self.assertEqual(
+            confine(self.root, str(self.root / "config.ini")),
+            (self.root / "config.ini").resolve(),
+        )
 
-    async def test_a_symlink_out_of_the_data_directory_is_refused_and_not_listed(self) -> None:
+    async def test_a_symlink_out_of_the_data_directory_is_refused_and_not_listed(
+        self,
+    ) -> None:
         os.symlink("/etc", self.root / "etc")
-        await self.refused("/unit_api/system/path/etc", 403, "outside the data directory")
-        await self.refused("/unit_api/system/path/etc/passwd", 403, "outside the data directory")
+        await self.refused(
+            "/unit_api/system/path/etc", 403, "outside the data directory"
+        )
+        await self.refused(
+            "/unit_api/system/path/etc/passwd", 403, "outside the data directory"
+        )
         _, _, body = await self.get("/unit_api/system/path/")
         self.assertNotIn("etc", json.loads(body)["dirs"] + json.loads(body)["files"])
 
@@ -123,7 +168,11 @@ class FilesTests(TestCase):
         await self.refused("/unit_api/system/path/innocent.txt", 403, "protected")
 
     async def test_databases_are_never_served_by_name_or_content(self) -> None:
-        for name in ("storage/pioreactor.sqlite", "storage/pioreactor.sqlite-wal", "storage/x.sqlite.backup"):
+        for name in (
+            "storage/pioreactor.sqlite",
+            "storage/pioreactor.sqlite-wal",
+            "storage/x.sqlite.backup",
+        ):
             (self.root / name).write_bytes(b"data")
             await self.refused(f"/unit_api/system/path/{name}", 403, "protected")
         conn = sqlite3.connect(self.root / "storage" / "renamed.db")
@@ -134,7 +183,9 @@ class FilesTests(TestCase):
 
     async def test_a_large_file_is_413(self) -> None:
         (self.root / "big.log").write_bytes(b"x" * (MAX_BYTES + 1))
-        await self.refused("/unit_api/system/path/big.log", 413, "larger than 1000 bytes")
+        await self.refused(
+            "/unit_api/system/path/big.log", 413, "larger than 1000 bytes"
+        )
         (self.root / "fits.log").write_bytes(b"x" * MAX_BYTES)
         self.assertEqual((await self.get("/unit_api/system/path/fits.log"))[0], 200)
 
@@ -153,7 +204,9 @@ class FilesTests(TestCase):
         (self.root / "plugins" / "old.py").write_text("")
         code, accepted = await self.remove("plugins/my_plugin.py")
         self.assertEqual(code, 202, accepted)
-        code, accepted2 = await self.remove(str(self.root.resolve() / "plugins" / "old.py"))
+        code, accepted2 = await self.remove(
+            str(self.root.resolve() / "plugins" / "old.py")
+        )
         self.assertEqual(code, 202, accepted2)
         for body in (accepted, accepted2):
             task = self.tasks.get(body["task_id"])
@@ -170,7 +223,11 @@ class FilesTests(TestCase):
         (self.root / "storage" / "pioreactor.sqlite").write_bytes(b"db")
         cases = [
             ("../" + outside.name, 403, "'..'"),
-            ("%2e%2e/x", 404, "Path not found"),  # a body is not URL-decoded: a literal name, which is absent
+            (
+                "%2e%2e/x",
+                404,
+                "Path not found",
+            ),  # a body is not URL-decoded: a literal name, which is absent
             (str(outside), 403, "outside the data directory"),
             ("out.txt", 403, "outside the data directory"),
             ("credentials.json", 403, "protected"),
@@ -192,9 +249,19 @@ class FilesTests(TestCase):
 
     async def test_remove_bad_bodies(self) -> None:
         for body in ({}, {"filepath": 3}, {"filepath": "x", "extra": 1}, []):
-            code, answer = await request(self.stub, "POST", "/unit_api/system/remove_file", json=body)
-            self.assertEqual(code, 400, body)
-        code, _ = await request(self.stub, "POST", "/unit_api/system/remove_file", data=b"x" * (Limits.defaults().json_body_bytes + 1), headers={b"content-type": [b"application/json"]})
+            code, answer = await request(
+                self.stub, "POST", "/unit_api/system/remove_file", json=body
+            )
+            self.assertEqual(
+                (code, answer["error"]), (400, "Invalid request body."), body
+            )
+        code, _ = await request(
+            self.stub,
+            "POST",
+            "/unit_api/system/remove_file",
+            data=b"x" * (Limits.defaults().json_body_bytes + 1),
+            headers={b"content-type": [b"application/json"]},
+        )
         self.assertEqual(code, 413)
         code, _ = await request(self.stub, "DELETE", "/unit_api/system/remove_file")
         self.assertEqual(code, 405)
