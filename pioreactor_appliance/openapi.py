@@ -193,6 +193,11 @@ def successes(info: RouteInfo) -> dict[int, Any]:
     return {info.status: info.returns}
 
 
+def _media_schema(media: str, kind: Any, schemas: Schemas) -> dict[str, Any]:
+    """A JSON body has the declared type's schema; any other is text."""
+    return {"schema": schemas.of(kind)} if media == "application/json" else {"schema": {"type": "string"}}
+
+
 def _operation(info: RouteInfo, schemas: Schemas, limits: Limits) -> dict[str, Any]:
     summary, _, description = info.summary.partition("\n")
     operation: dict[str, Any] = {"summary": summary.strip()}
@@ -210,7 +215,7 @@ def _operation(info: RouteInfo, schemas: Schemas, limits: Limits) -> dict[str, A
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schemas.of(info.body)}}}
         errors += [413, 415]
     responses: dict[str, Any] = {
-        str(code): {"description": HTTPStatus(code).phrase, "content": {"application/json": {"schema": schemas.of(kind)}}}
+        str(code): {"description": HTTPStatus(code).phrase, "content": {media: _media_schema(media, kind, schemas) for media in info.media}}
         for code, kind in sorted(successes(info).items())
     }
     for code in sorted(errors):

@@ -38,7 +38,9 @@ from .jobs.unit_state import PersistentCache, UnitState
 from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
 from .resources.catalog import CatalogApi
+from .resources.config_api import ConfigApi
 from .resources.experiments import ExperimentsApi
+from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
 from .resources.routing import Router, make_site
 from .resources.system import SystemApi, SystemSettings
@@ -253,8 +255,10 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     fanout.setServiceParent(top)
     descriptors = Descriptors(settings.data_dir)
     families: list[Any] = [
-        UnitInfoApi(settings.unit, reactor),
+        UnitInfoApi(settings.unit, reactor, broker=mqtt, pigpiod=hardware_connection, local_cache=cache.cache, database=db),
         TaskResultsApi(tasks),
+        ConfigApi(settings.data_dir, config),
+        FilesApi(settings.data_dir, tasks, config.get_int("appliance", "served_file_max_bytes")),
         JobsApi(
             jobs,
             tasks,

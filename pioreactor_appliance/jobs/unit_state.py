@@ -40,6 +40,7 @@ class PersistentCache:
         self._pool = ThreadPool(1, 1, name="local-cache")
         self._writing: Deferred[None] | None = None
         self._dirty = False
+        self.last_write_error: str | None = None  # why the last write failed; None once one succeeds
 
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -85,6 +86,7 @@ class PersistentCache:
         )
 
         def written(result: Any) -> Any:
+            self.last_write_error = result.getErrorMessage() if isinstance(result, Failure) else None
             if isinstance(result, Failure):
                 log.error(
                     "Could not save the local cache {path}: {why}",

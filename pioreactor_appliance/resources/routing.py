@@ -103,6 +103,8 @@ class RouteInfo:
     rate limited per client; ``upload`` ones take the larger upload limit;
     ``by_capability`` ones are named by an unguessable id (a task's), so the
     cluster secret does not guard reads of them, and users can poll them.
+    ``media`` lists the success responses' content types (a ``text/plain``
+    one is a string) for the API document.
     """
 
     path: str
@@ -117,6 +119,7 @@ class RouteInfo:
     expensive: bool = False
     upload: bool = False
     by_capability: bool = False
+    media: tuple[str, ...] = ("application/json",)
 
 
 def route(
@@ -133,6 +136,7 @@ def route(
     expensive: bool = False,
     upload: bool = False,
     by_capability: bool = False,
+    media: tuple[str, ...] = ("application/json",),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a JSON route: decode ``body`` and ``query`` strictly, render the result or the error as JSON."""
 
@@ -153,6 +157,7 @@ def route(
             expensive=expensive,
             upload=upload,
             by_capability=by_capability,
+            media=media,
         )
 
         @functools.wraps(f)
