@@ -30,7 +30,7 @@ import attrs
 
 from . import __version__
 from .limits import Limits
-from .resources.routing import RouteInfo
+from .resources.routing import File, RouteInfo
 
 OPENAPI_VERSION = "3.1.0"
 
@@ -97,6 +97,8 @@ class Schemas:
         """The schema of ``kind``: a type the routes declare, or a JSON Schema dict taken as it is."""
         if isinstance(kind, dict):
             return kind
+        if isinstance(kind, File):
+            return {"type": "string", "contentMediaType": kind.media_type}
         if kind is Any:
             return {}
         if kind is None or kind is type(None):
@@ -193,6 +195,11 @@ def successes(info: RouteInfo) -> dict[int, Any]:
     return {info.status: info.returns}
 
 
+def _content(kind: Any, schemas: Schemas) -> dict[str, Any]:
+    media_type = kind.media_type if isinstance(kind, File) else "application/json"
+    return {media_type: {"schema": schemas.of(kind)}}
+
+
 def _operation(info: RouteInfo, schemas: Schemas, limits: Limits) -> dict[str, Any]:
     summary, _, description = info.summary.partition("\n")
     operation: dict[str, Any] = {"summary": summary.strip()}
@@ -210,7 +217,7 @@ def _operation(info: RouteInfo, schemas: Schemas, limits: Limits) -> dict[str, A
         operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schemas.of(info.body)}}}
         errors += [413, 415]
     responses: dict[str, Any] = {
-        str(code): {"description": HTTPStatus(code).phrase, "content": {"application/json": {"schema": schemas.of(kind)}}}
+        str(code): {"description": HTTPStatus(code).phrase, "content": _content(kind, schemas)}
         for code, kind in sorted(successes(info).items())
     }
     for code in sorted(errors):

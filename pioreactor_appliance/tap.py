@@ -36,6 +36,7 @@ from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
 from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
+from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.experiments import ExperimentsApi
 from .resources.jobs import JobsApi, leader_experiment
@@ -261,6 +262,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             Hat.from_config(config),
             leader_experiment(fanout, config.leader_hostname, settings.unit),
         ),
+        CalibrationsApi(settings.data_dir, jobs.unit_state.cache, settings.unit, policy.limits),
     ]
     fallbacks: dict[str, ApiError] = {}
     if leader:

@@ -88,6 +88,13 @@ def _on_failure(request: IRequest, failure: Failure) -> bytes | None:
 
 
 @define(frozen=True)
+class File:
+    """A route's success body that is a file rather than JSON (``returns=File("application/zip")``)."""
+
+    media_type: str
+
+
+@define(frozen=True)
 class RouteInfo:
     """What a route declares about itself, read by the request policy and the API document.
 
