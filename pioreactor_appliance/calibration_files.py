@@ -13,7 +13,7 @@ import math
 import os
 import zipfile
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,11 @@ Check = Callable[[Any], "str | None"]
 
 def _number(minimum: float | None = None) -> Check:
     def check(value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             return "must be a number"
         if minimum is not None and value < minimum:
             return f"must be >= {minimum:g}"
@@ -67,7 +71,9 @@ class CalibrationType:
     fields: dict[str, Check]
     x: str
     y: str
-    devices: tuple[str, ...]  # the core devices this type calibrates; other (plugin) devices take any type
+    devices: tuple[
+        str, ...
+    ]  # the core devices this type calibrates; other (plugin) devices take any type
 
 
 _OD_FIELDS: dict[str, Check] = {
@@ -78,9 +84,14 @@ _OD_FIELDS: dict[str, Check] = {
 OD_DEVICES = ("od45", "od90", "od135", "od")
 CALIBRATION_TYPES: dict[str, CalibrationType] = {
     "simple_peristaltic_pump": CalibrationType(
-        {"hz": _number(0), "dc": _number(0), "voltage": _number()}, "Duration", "Volume", PUMP_DEVICES
+        {"hz": _number(0), "dc": _number(0), "voltage": _number()},
+        "Duration",
+        "Volume",
+        PUMP_DEVICES,
     ),
-    "simple_stirring": CalibrationType({"pwm_hz": _number(0), "voltage": _number()}, "DC %", "RPM", ("stirring",)),
+    "simple_stirring": CalibrationType(
+        {"pwm_hz": _number(0), "voltage": _number()}, "DC %", "RPM", ("stirring",)
+    ),
     "od": CalibrationType(_OD_FIELDS, "OD", "Voltage", OD_DEVICES),
     "od600": CalibrationType(_OD_FIELDS, "OD600", "Voltage", OD_DEVICES),
 }
@@ -92,7 +103,7 @@ def jsonable(value: Any, where: str = "the file") -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise CalibrationError(f"{where} is a time without a timezone")
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + (
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + (
             f".{value.microsecond:06d}Z" if value.microsecond else "Z"
         )
     if isinstance(value, date):
@@ -113,13 +124,18 @@ class _PlainLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted", self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not accepted",
+                self.peek_event().start_mark,
+            )
         return super().compose_node(parent, index)
 
 
 def _mapping(text: str, what: str) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_PlainLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(text, Loader=_PlainLoader)
     except yaml.YAMLError as e:
         raise CalibrationError(f"not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -135,7 +151,9 @@ def _timestamp(data: dict[str, Any]) -> None:
         except ValueError as e:
             raise CalibrationError(f"created_at: {e}") from None
     if not isinstance(created, datetime) or created.tzinfo is None:
-        raise CalibrationError("created_at must be a time with its timezone, e.g. 2026-01-05 12:00:00+00:00")
+        raise CalibrationError(
+            "created_at must be a time with its timezone, e.g. 2026-01-05 12:00:00+00:00"
+        )
     data["created_at"] = created
 
 
@@ -165,7 +183,9 @@ def parse_calibration(text: str, device: str | None = None) -> dict[str, Any]:
         )
     _named(data, "calibration_name")
     if not isinstance(data.get("calibrated_on_pioreactor_unit"), str):
-        raise CalibrationError("missing field calibrated_on_pioreactor_unit (the unit's name)")
+        raise CalibrationError(
+            "missing field calibrated_on_pioreactor_unit (the unit's name)"
+        )
     _timestamp(data)
     recorded = data.get("recorded_data")
     if (
@@ -175,7 +195,9 @@ def parse_calibration(text: str, device: str | None = None) -> dict[str, Any]:
     ):
         raise CalibrationError("recorded_data must be {x: [...], y: [...]}")
     if len(recorded["x"]) != len(recorded["y"]):
-        raise CalibrationError("recorded_data.x and recorded_data.y must have the same length")
+        raise CalibrationError(
+            "recorded_data.x and recorded_data.y must have the same length"
+        )
     if any(_number()(v) for v in recorded["y"]):
         raise CalibrationError("recorded_data.y must be a list of numbers")
     for axis, default in (("x", kind.x), ("y", kind.y)):
@@ -183,13 +205,17 @@ def parse_calibration(text: str, device: str | None = None) -> dict[str, Any]:
             raise CalibrationError(f"{axis} is the axis label, a string")
     for field, check in kind.fields.items():
         if field not in data:
-            raise CalibrationError(f"missing field {field} (a {kind_name} calibration needs {', '.join(kind.fields)})")
+            raise CalibrationError(
+                f"missing field {field} (a {kind_name} calibration needs {', '.join(kind.fields)})"
+            )
         problem = check(data[field])
         if problem:
             raise CalibrationError(f"{field} {problem}")
     if device in CORE_DEVICES and device not in kind.devices:
         fits = sorted(t for t, k in CALIBRATION_TYPES.items() if device in k.devices)
-        raise CalibrationError(f"{device} takes a {' or '.join(fits)} calibration, not {kind_name}")
+        raise CalibrationError(
+            f"{device} takes a {' or '.join(fits)} calibration, not {kind_name}"
+        )
     return jsonable(data)
 
 
@@ -223,8 +249,16 @@ class Kind:
         return folder if name is None else folder / f"{name}{SUFFIX}"
 
 
-CALIBRATIONS = Kind("calibration", CALIBRATIONS_DIR, ACTIVE_NAMESPACE, "calibration_name", parse_calibration)
-ESTIMATORS = Kind("estimator", ESTIMATORS_DIR, ACTIVE_ESTIMATORS, "estimator_name", parse_estimator)
+CALIBRATIONS = Kind(
+    "calibration",
+    CALIBRATIONS_DIR,
+    ACTIVE_NAMESPACE,
+    "calibration_name",
+    parse_calibration,
+)
+ESTIMATORS = Kind(
+    "estimator", ESTIMATORS_DIR, ACTIVE_ESTIMATORS, "estimator_name", parse_estimator
+)
 
 
 class Escapes(Exception):
@@ -239,7 +273,9 @@ def confined(path: Path, root: Path) -> Path:
     return real
 
 
-def read_file(kind: Kind, data_dir: Path, device: str, name: str) -> dict[str, Any] | None:
+def read_file(
+    kind: Kind, data_dir: Path, device: str, name: str
+) -> dict[str, Any] | None:
     """One file as JSON; None when it does not exist; CalibrationError when it cannot be used."""
     path = kind.path(data_dir, device, name)
     try:
@@ -319,7 +355,9 @@ class TooLarge(Exception):
     """More calibration files, or bytes, than ``[limits]`` lets a zip hold."""
 
 
-def zip_files(kind: Kind, data_dir: Path, max_entries: int, max_bytes: int) -> bytes | None:
+def zip_files(
+    kind: Kind, data_dir: Path, max_entries: int, max_bytes: int
+) -> bytes | None:
     """Every ``<device>/<name>.yaml`` as it is on disk, zipped; None when the root does not exist.
 
     Only plain names inside the root go in, so a symlink cannot add a file from elsewhere.
@@ -343,6 +381,8 @@ def zip_files(kind: Kind, data_dir: Path, max_entries: int, max_bytes: int) -> b
                 entries += 1
                 total += real.stat().st_size
                 if entries > max_entries or total > max_bytes:
-                    raise TooLarge(f"more than {max_entries} files or {max_bytes} bytes")
+                    raise TooLarge(
+                        f"more than {max_entries} files or {max_bytes} bytes"
+                    )
                 archive.write(real, f"{folder.name}/{path.name}")
     return buffer.getvalue()

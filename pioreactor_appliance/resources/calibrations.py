@@ -39,9 +39,13 @@ from .routing import File, Reply, route
 from .shapes import Success
 
 T = TypeVar("T")
-READ_MAX_AGE = 10  # the reference's Cache-Control for calibration, estimator and protocol reads
+READ_MAX_AGE = (
+    10  # the reference's Cache-Control for calibration, estimator and protocol reads
+)
 
-Item = dict[str, Any]  # a file's fields, plus is_active and pioreactor_unit (and device, for estimators)
+Item = dict[
+    str, Any
+]  # a file's fields, plus is_active and pioreactor_unit (and device, for estimators)
 
 
 @define
@@ -98,7 +102,9 @@ def unusable(kind: Kind, device: str, name: str, why: CalibrationError) -> ApiEr
 class CalibrationsApi:
     app = Klein()
 
-    def __init__(self, data_dir: Path, cache: PersistentCache, unit: str, limits: Limits) -> None:
+    def __init__(
+        self, data_dir: Path, cache: PersistentCache, unit: str, limits: Limits
+    ) -> None:
         self._data_dir = data_dir
         self._cache = cache
         self.unit = unit
@@ -107,9 +113,15 @@ class CalibrationsApi:
     async def _off_thread(self, work: Callable[..., T], *args: Any) -> T:
         return await deferToThread(work, *args)
 
-    def _item(self, kind: Kind, device: str, parsed: Item, *, with_device: bool) -> Item:
+    def _item(
+        self, kind: Kind, device: str, parsed: Item, *, with_device: bool
+    ) -> Item:
         name = parsed[kind.name_field]
-        item = {**parsed, "is_active": self._cache.get(kind.namespace, device) == name, "pioreactor_unit": self.unit}
+        item = {
+            **parsed,
+            "is_active": self._cache.get(kind.namespace, device) == name,
+            "pioreactor_unit": self.unit,
+        }
         if with_device:
             item["device"] = device
         return item
@@ -119,21 +131,33 @@ class CalibrationsApi:
     async def _all(self, kind: Kind, with_device: bool) -> dict[str, list[Item]]:
         devices = await self._off_thread(read_all, kind, self._data_dir) or {}
         return {
-            device: [self._item(kind, device, parsed, with_device=with_device) for parsed in files]
+            device: [
+                self._item(kind, device, parsed, with_device=with_device)
+                for parsed in files
+            ]
             for device, files in devices.items()
         }
 
-    async def _device(self, kind: Kind, device: str, with_device: bool) -> list[Item] | None:
-        files = await self._off_thread(read_device, kind, self._data_dir, checked("device", device))
+    async def _device(
+        self, kind: Kind, device: str, with_device: bool
+    ) -> list[Item] | None:
+        files = await self._off_thread(
+            read_device, kind, self._data_dir, checked("device", device)
+        )
         if files is None:
             return None
-        return [self._item(kind, device, parsed, with_device=with_device) for parsed in files]
+        return [
+            self._item(kind, device, parsed, with_device=with_device)
+            for parsed in files
+        ]
 
     async def _one(self, kind: Kind, device: str, name: str, with_device: bool) -> Item:
         checked("device", device)
         checked(kind.name_field, name)
         try:
-            parsed = await self._off_thread(read_file, kind, self._data_dir, device, name)
+            parsed = await self._off_thread(
+                read_file, kind, self._data_dir, device, name
+            )
         except CalibrationError as e:
             raise unusable(kind, device, name, e) from None
         if parsed is None:
@@ -158,7 +182,9 @@ class CalibrationsApi:
             raise self._missing(kind, device, name)
         if self._cache.get(kind.namespace, device) == name:
             await self._cache.set(kind.namespace, device, None)
-        return {"msg": f"{kind.noun.capitalize()} '{name}' for device '{device}' deleted successfully."}
+        return {
+            "msg": f"{kind.noun.capitalize()} '{name}' for device '{device}' deleted successfully."
+        }
 
     async def _active(self, kind: Kind) -> dict[str, Item]:
         pointers = self._cache.items(kind.namespace)
@@ -175,13 +201,18 @@ class CalibrationsApi:
             return found
 
         loaded = await self._off_thread(load)
-        return {device: self._item(kind, device, parsed, with_device=False) for device, parsed in loaded.items()}
+        return {
+            device: self._item(kind, device, parsed, with_device=False)
+            for device, parsed in loaded.items()
+        }
 
     async def _activate(self, kind: Kind, device: str, name: str) -> Success:
         checked("device", device)
         checked(kind.name_field, name)
         try:
-            parsed = await self._off_thread(read_file, kind, self._data_dir, device, name)
+            parsed = await self._off_thread(
+                read_file, kind, self._data_dir, device, name
+            )
         except CalibrationError as e:
             raise ApiError(
                 409,
@@ -220,11 +251,17 @@ class CalibrationsApi:
             )
         return found
 
-    @route(app, "/unit_api/calibrations/<device>/<calibration_name>", ["GET"], returns=Item)
-    async def calibration(self, request: IRequest, device: str, calibration_name: str) -> Item:
+    @route(
+        app, "/unit_api/calibrations/<device>/<calibration_name>", ["GET"], returns=Item
+    )
+    async def calibration(
+        self, request: IRequest, device: str, calibration_name: str
+    ) -> Item:
         """One calibration, with whether its device uses it."""
         cache_for(request, READ_MAX_AGE)
-        return await self._one(CALIBRATIONS, device, calibration_name, with_device=False)
+        return await self._one(
+            CALIBRATIONS, device, calibration_name, with_device=False
+        )
 
     @route(
         app,
@@ -235,7 +272,9 @@ class CalibrationsApi:
         status=201,
         dangerous=True,
     )
-    async def create(self, request: IRequest, device: str, body: CreateCalibration) -> Reply:
+    async def create(
+        self, request: IRequest, device: str, body: CreateCalibration
+    ) -> Reply:
         """Store a calibration file (replacing one of the same name), checked first; optionally make it active.
 
         The file is named by its calibration_name and stored as sent.
@@ -245,7 +284,9 @@ class CalibrationsApi:
         def store() -> tuple[str, Path]:
             parsed = CALIBRATIONS.parse(body.calibration_data, device)
             name = parsed["calibration_name"]
-            return name, write_file(CALIBRATIONS, self._data_dir, device, name, body.calibration_data)
+            return name, write_file(
+                CALIBRATIONS, self._data_dir, device, name, body.calibration_data
+            )
 
         try:
             name, path = await self._off_thread(store)
@@ -258,10 +299,20 @@ class CalibrationsApi:
             ) from None
         if body.set_as_active:
             await self._cache.set(CALIBRATIONS.namespace, device, name)
-        return Reply({"msg": "Calibration created successfully.", "path": str(path)}, code=201)
+        return Reply(
+            {"msg": "Calibration created successfully.", "path": str(path)}, code=201
+        )
 
-    @route(app, "/unit_api/calibrations/<device>/<calibration_name>", ["DELETE"], returns=Deleted, dangerous=True)
-    async def delete(self, request: IRequest, device: str, calibration_name: str) -> Deleted:
+    @route(
+        app,
+        "/unit_api/calibrations/<device>/<calibration_name>",
+        ["DELETE"],
+        returns=Deleted,
+        dangerous=True,
+    )
+    async def delete(
+        self, request: IRequest, device: str, calibration_name: str
+    ) -> Deleted:
         """Delete a calibration file; if its device was using it, the device has no active calibration after."""
         return await self._delete(CALIBRATIONS, device, calibration_name)
 
@@ -271,8 +322,15 @@ class CalibrationsApi:
         cache_for(request, READ_MAX_AGE)
         return await self._active(CALIBRATIONS)
 
-    @route(app, "/unit_api/active_calibrations/<device>/<calibration_name>", ["PATCH"], returns=Success)
-    async def activate(self, request: IRequest, device: str, calibration_name: str) -> Success:
+    @route(
+        app,
+        "/unit_api/active_calibrations/<device>/<calibration_name>",
+        ["PATCH"],
+        returns=Success,
+    )
+    async def activate(
+        self, request: IRequest, device: str, calibration_name: str
+    ) -> Success:
         """Make the device use this calibration from its jobs' next start; the file must exist and be usable."""
         return await self._activate(CALIBRATIONS, device, calibration_name)
 
@@ -281,12 +339,18 @@ class CalibrationsApi:
         """Make the device use no calibration; idempotent."""
         return await self._deactivate(CALIBRATIONS, device)
 
-    @route(app, "/unit_api/zipped_calibrations", ["GET"], returns=File("application/zip"))
+    @route(
+        app, "/unit_api/zipped_calibrations", ["GET"], returns=File("application/zip")
+    )
     async def zipped(self, request: IRequest) -> Reply:
         """Every calibration file as it is stored, zipped as <device>/<name>.yaml."""
         try:
             archive = await self._off_thread(
-                zip_files, CALIBRATIONS, self._data_dir, self._limits.zip_entries, self._limits.zip_uncompressed_bytes
+                zip_files,
+                CALIBRATIONS,
+                self._data_dir,
+                self._limits.zip_entries,
+                self._limits.zip_uncompressed_bytes,
             )
         except TooLarge as e:
             raise ApiError(
@@ -303,9 +367,18 @@ class CalibrationsApi:
                 remediation="Upload one with POST /unit_api/calibrations/<device>.",
             )
         disposition = f'attachment; filename="{self.unit}_calibrations.zip"'.encode()
-        return Reply(archive, content_type=b"application/zip", headers={b"content-disposition": disposition})
+        return Reply(
+            archive,
+            content_type=b"application/zip",
+            headers={b"content-disposition": disposition},
+        )
 
-    @route(app, "/unit_api/calibration_protocols", ["GET"], returns=list[CalibrationProtocol])
+    @route(
+        app,
+        "/unit_api/calibration_protocols",
+        ["GET"],
+        returns=list[CalibrationProtocol],
+    )
     def protocols(self, request: IRequest) -> list[CalibrationProtocol]:
         """The guided calibration protocols this unit can run: none yet, as the session routes are not served."""
         cache_for(request, READ_MAX_AGE)
@@ -326,13 +399,23 @@ class CalibrationsApi:
         return await self._device(ESTIMATORS, device, with_device=True) or []
 
     @route(app, "/unit_api/estimators/<device>/<estimator_name>", ["GET"], returns=Item)
-    async def estimator(self, request: IRequest, device: str, estimator_name: str) -> Item:
+    async def estimator(
+        self, request: IRequest, device: str, estimator_name: str
+    ) -> Item:
         """One estimator, with whether its device uses it."""
         cache_for(request, READ_MAX_AGE)
         return await self._one(ESTIMATORS, device, estimator_name, with_device=True)
 
-    @route(app, "/unit_api/estimators/<device>/<estimator_name>", ["DELETE"], returns=Deleted, dangerous=True)
-    async def delete_estimator(self, request: IRequest, device: str, estimator_name: str) -> Deleted:
+    @route(
+        app,
+        "/unit_api/estimators/<device>/<estimator_name>",
+        ["DELETE"],
+        returns=Deleted,
+        dangerous=True,
+    )
+    async def delete_estimator(
+        self, request: IRequest, device: str, estimator_name: str
+    ) -> Deleted:
         """Delete an estimator file; if its device was using it, the device has no active estimator after."""
         return await self._delete(ESTIMATORS, device, estimator_name)
 
@@ -342,8 +425,15 @@ class CalibrationsApi:
         cache_for(request, READ_MAX_AGE)
         return await self._active(ESTIMATORS)
 
-    @route(app, "/unit_api/active_estimators/<device>/<estimator_name>", ["PATCH"], returns=Success)
-    async def activate_estimator(self, request: IRequest, device: str, estimator_name: str) -> Success:
+    @route(
+        app,
+        "/unit_api/active_estimators/<device>/<estimator_name>",
+        ["PATCH"],
+        returns=Success,
+    )
+    async def activate_estimator(
+        self, request: IRequest, device: str, estimator_name: str
+    ) -> Success:
         """Make the device use this estimator; the file must exist and be usable."""
         return await self._activate(ESTIMATORS, device, estimator_name)
 
