@@ -325,7 +325,9 @@ class ReadTests(CalibrationsApiTestCase):
         folder = self.root / "media_pump"
         folder.mkdir(parents=True)
         (folder / "secret.yaml").symlink_to(outside.resolve())
-        (self.root / "linked").symlink_to(outside.parent.resolve(), target_is_directory=True)
+        (self.root / "linked").symlink_to(
+            outside.parent.resolve(), target_is_directory=True
+        )
         self.place("storage/calibrations/media_pump/media-1.yaml", PUMP)
         await self.error("GET", "/unit_api/calibrations/media_pump/secret", 404)
         names = [
