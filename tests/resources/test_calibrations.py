@@ -15,8 +15,9 @@ from twisted.trial.unittest import TestCase
 from pioreactor_appliance.calibrations import active_calibration
 from pioreactor_appliance.jobs.unit_state import PersistentCache
 from pioreactor_appliance.limits import Limits
+from pioreactor_appliance.openapi import document
 from pioreactor_appliance.resources.calibrations import CalibrationsApi
-from pioreactor_appliance.resources.routing import Router
+from pioreactor_appliance.resources.routing import Router, route_table
 
 from ..helpers import request, response_of
 
@@ -614,3 +615,19 @@ class EstimatorTests(CalibrationsApiTestCase):
             await self.call("DELETE", "/unit_api/active_estimators/od_fused", 200)
         self.assertEqual(self.cache.items("active_estimators"), {})
         await self.error("DELETE", "/unit_api/active_estimators/-x", 400)
+
+
+class DocumentTests(CalibrationsApiTestCase):
+    def test_the_zip_is_declared_as_a_zip(self) -> None:
+        routes = route_table(
+            [CalibrationsApi(self.data_dir, self.cache, "pio1", self.limits)]
+        )
+        paths = document(routes, "/unit_api", self.limits, "unit")["paths"]
+        answer = paths["/unit_api/zipped_calibrations"]["get"]["responses"]["200"][
+            "content"
+        ]
+        self.assertEqual(list(answer), ["application/zip"])
+        created = paths["/unit_api/calibrations/{device}"]["post"]["responses"]["201"][
+            "content"
+        ]
+        self.assertEqual(list(created), ["application/json"])
