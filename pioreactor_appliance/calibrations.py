@@ -27,7 +27,10 @@ from .jobs.unit_state import PersistentCache
 
 ACTIVE_NAMESPACE = "active_calibrations"
 CALIBRATIONS_DIR = "storage/calibrations"
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+# One filename component: tokens of [A-Za-z0-9._-] joined by single spaces, not
+# starting with "." or "-" (so never "." or ".."), short enough for "<name>.yaml".
+NAME = re.compile(r"^(?![.-])[A-Za-z0-9._-]+(?: [A-Za-z0-9._-]+)*$")
+NAME_MAX = 250
 SCAN_STEPS = 400
 
 
@@ -204,8 +207,13 @@ class Calibration:
         )
 
 
+def valid_name(name: str) -> bool:
+    """The reference's rule for a device, calibration or estimator name: a single, plain filename component."""
+    return len(name) <= NAME_MAX and NAME.fullmatch(name) is not None
+
+
 def calibration_path(data_dir: Path, device: str, name: str) -> Path:
-    if not NAME.match(device) or not NAME.match(name):
+    if not valid_name(device) or not valid_name(name):
         raise CalibrationError(f"bad calibration device or name: {device!r}, {name!r}")
     return data_dir / CALIBRATIONS_DIR / device / f"{name}.yaml"
 

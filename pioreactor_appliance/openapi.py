@@ -194,8 +194,12 @@ def successes(info: RouteInfo) -> dict[int, Any]:
 
 
 def _media_schema(media: str, kind: Any, schemas: Schemas) -> dict[str, Any]:
-    """A JSON body has the declared type's schema; any other is text."""
-    return {"schema": schemas.of(kind)} if media == "application/json" else {"schema": {"type": "string"}}
+    """A JSON body has the declared type's schema; text is a string, anything else (a zip) bytes."""
+    if media == "application/json":
+        return {"schema": schemas.of(kind)}
+    if media.startswith("text/"):
+        return {"schema": {"type": "string"}}
+    return {"schema": {"type": "string", "format": "binary"}}
 
 
 def _operation(info: RouteInfo, schemas: Schemas, limits: Limits) -> dict[str, Any]:

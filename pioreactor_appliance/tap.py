@@ -37,6 +37,7 @@ from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
 from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
+from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
 from .resources.experiments import ExperimentsApi
@@ -272,6 +273,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             leader_experiment(fanout, config.leader_hostname, settings.unit),
         ),
         SystemApi(CommandRunner(reactor, reactor), tasks, reactor, SystemSettings.from_config(config)),
+        CalibrationsApi(settings.data_dir, jobs.unit_state.cache, settings.unit, policy.limits),
     ]
     fallbacks: dict[str, ApiError] = {}
     if leader:

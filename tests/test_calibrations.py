@@ -83,8 +83,25 @@ class CurveTests(SynchronousTestCase):
         ]:
             with self.assertRaisesRegex(CalibrationError, reason):
                 Calibration.from_text(text)
-        with self.assertRaisesRegex(CalibrationError, "bad calibration device"):
-            calibration_path(Path("/data"), "../etc", "x")
+        for device, name in [
+            ("../etc", "x"),
+            ("..", "x"),
+            (".", "x"),
+            ("pump", ".hidden"),
+            ("-rf", "x"),
+            ("pump", "x\n"),
+            ("a  b", "x"),
+            ("pump", "x" * 251),
+        ]:
+            with (
+                self.subTest(device=device, name=name),
+                self.assertRaisesRegex(CalibrationError, "bad calibration device"),
+            ):
+                calibration_path(Path("/data"), device, name)
+        self.assertEqual(
+            calibration_path(Path("/data"), "media_pump", "my cal.v2"),
+            Path("/data/storage/calibrations/media_pump/my cal.v2.yaml"),
+        )
 
 
 class ActiveTests(TestCase):
