@@ -106,9 +106,8 @@ class JobsEndToEndTests(ClusterTestCase):
         self.assertEqual(
             list(dose), ["volume_change", "event", "source_of_event", "timestamp"]
         )
-        self.assertEqual(
-            latest("leds/intensity"), {"A": 0.0, "B": 0.0, "C": 10.0, "D": 10.0}
-        )
+        lit = {"A": 0.0, "B": 0.0, "C": 10.0, "D": 10.0}
+        await self.until_seen(lambda: latest("leds/intensity") == lit)
         rate = await self.until_seen(
             lambda: latest("growth_rate_calculating/growth_rate"), seconds=30
         )
