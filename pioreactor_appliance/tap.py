@@ -41,6 +41,7 @@ from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
 from .resources.experiments import ExperimentsApi
+from .resources.backups import BackupsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
 from .resources.routing import Router, make_site
@@ -274,6 +275,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
         ),
         SystemApi(CommandRunner(reactor, reactor), tasks, reactor, SystemSettings.from_config(config)),
         CalibrationsApi(settings.data_dir, jobs.unit_state.cache, settings.unit, policy.limits),
+        BackupsApi(settings.data_dir, tasks, settings.unit, config.leader_hostname, policy.limits),
     ]
     fallbacks: dict[str, ApiError] = {}
     if leader:
