@@ -37,11 +37,11 @@ from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
 from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
+from .resources.backups import BackupsApi
 from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
 from .resources.experiments import ExperimentsApi
-from .resources.backups import BackupsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
 from .resources.routing import Router, make_site
