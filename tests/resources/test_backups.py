@@ -318,3 +318,14 @@ class BackupsTests(TestCase):
             ),
             [],
         )
+
+    async def test_a_second_import_while_one_is_pending_is_409(self) -> None:
+        archive = zipped({"config.ini": b"[y]\n"}, {"name": "pio1"})
+        code, accepted = await self.upload(archive)
+        self.assertEqual(code, 202, accepted)
+        code, body = await self.upload(archive)
+        self.assertEqual(code, 409, body)
+        await self.finished(accepted)
+        code, again = await self.upload(archive)
+        self.assertEqual(code, 202, again)
+        self.assertEqual((await self.finished(again))["status"], "succeeded")
