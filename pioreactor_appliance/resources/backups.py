@@ -33,7 +33,7 @@ from ..errors import ApiError
 from ..limits import Limits
 from ..tasks import Accepted, TaskRegistry
 from ..timestamps import iso_utc
-from .files import HIDDEN, KILL_SWITCH, _is_protected, _is_sqlite
+from .files import HIDDEN, KILL_SWITCH, is_protected, is_sqlite
 from .routing import Reply, route
 from .task_results import run_as_task
 
@@ -73,8 +73,8 @@ def _never_moved(path: Path) -> bool:
     """Secrets and databases stay where they are: exported never, imported never, replaced never."""
     return (
         path.name in HIDDEN
-        or _is_protected(path)
-        or (path.is_file() and _is_sqlite(path))
+        or is_protected(path)
+        or (path.is_file() and is_sqlite(path))
     )
 
 

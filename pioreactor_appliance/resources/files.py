@@ -74,13 +74,13 @@ def _not_found(path: str) -> ApiError:
     )
 
 
-def _is_protected(path: Path) -> bool:
+def is_protected(path: Path) -> bool:
     """A secret (or a temporary copy of one) or a SQLite file, by name."""
     name = path.name
     return name.startswith(SECRET_NAMES) or name.endswith(SQLITE_SUFFIXES)
 
 
-def _is_sqlite(path: Path) -> bool:
+def is_sqlite(path: Path) -> bool:
     """A database whatever its name: its first bytes say so."""
     try:
         with open(path, "rb") as f:
@@ -185,7 +185,7 @@ def read_path(root: Path, requested: str, max_bytes: int) -> Listing | bytes:
             return _listing(root.resolve(), path)
         if not stat.S_ISREG(info.st_mode):
             raise _refused(f"{requested!r} is not a regular file.")
-        if _is_protected(path) or _is_sqlite(path):
+        if is_protected(path) or is_sqlite(path):
             raise _protected_error(path)
         if info.st_size > max_bytes:
             raise _too_big(requested, max_bytes)
@@ -218,7 +218,7 @@ def removable(root: Path, requested: str) -> Path:
             cause=f"{requested!r} is a directory; only files are removed.",
             remediation="Remove the files inside it one by one.",
         )
-    if _is_protected(path) or _is_sqlite(path):
+    if is_protected(path) or is_sqlite(path):
         raise _protected_error(path)
     return path
 
