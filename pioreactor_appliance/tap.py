@@ -43,6 +43,7 @@ from .resources.config_api import ConfigApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
+from .resources.plugins import PluginsApi, PluginSettings
 from .resources.routing import Router, make_site
 from .resources.system import SystemApi, SystemSettings
 from .resources.task_results import TaskResultsApi
@@ -92,6 +93,10 @@ class Options(usage.Options):
             SystemSettings.from_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(f"bad system commands: {e}") from None
+        try:
+            PluginSettings.from_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"bad plugin settings: {e}") from None
         try:
             if self["mqtt"] is None:
                 config = self["config"]
@@ -274,6 +279,14 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
         ),
         SystemApi(CommandRunner(reactor, reactor), tasks, reactor, SystemSettings.from_config(config)),
         CalibrationsApi(settings.data_dir, jobs.unit_state.cache, settings.unit, policy.limits),
+        PluginsApi(
+            settings.data_dir,
+            CommandRunner(reactor, reactor),
+            tasks,
+            jobs.registry,
+            PluginSettings.from_config(config),
+            config.get_int("appliance", "served_file_max_bytes"),
+        ),
     ]
     fallbacks: dict[str, ApiError] = {}
     if leader:
