@@ -8,7 +8,7 @@ data directory (no URLs, no VCS, no pip options). pip runs as an argument list
 registry looks for Twisted plugins again, so a new job is found without a restart.
 
 A plugin, for the installed list, is a distribution (other than the appliance
-itself) that ships a ``twisted/plugins/*.py`` dropin, or whose name starts with
+and Twisted itself) that ships a ``twisted/plugins/*.py`` dropin, or whose name starts with
 ``pioreactor-`` or ``pioreactor_``.
 """
 
@@ -41,7 +41,9 @@ from .system import VERSION, LockBusy, command_failed, run_locked
 log = Logger()
 
 NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-OWN_NAME = "pioreactor-appliance"
+NOT_PLUGINS = frozenset(
+    {"pioreactor-appliance", "twisted"}
+)  # the appliance, and the dropins Twisted ships
 PYTHON = "<python>"
 LOCK = "plugins-lock"
 UNKNOWN = "Unknown"
@@ -74,7 +76,7 @@ class PluginSettings:
             raise ConfigError("[plugins] pip is empty")
         allowed = [
             n.strip()
-            for n in config.get_str("plugins", "allowed").split(",")
+            for n in (config.get("plugins", "allowed") or "").split(",")
             if n.strip()
         ]
         bad = [n for n in allowed if not NAME.fullmatch(n)]
@@ -217,7 +219,7 @@ def install_arguments(root: Path, body: PluginRequest, name: str) -> list[str]:
 
 def _is_plugin(dist: importlib.metadata.Distribution) -> bool:
     name = normalized(dist.metadata["Name"] or "")
-    if name == OWN_NAME:
+    if name in NOT_PLUGINS:
         return False
     if name.startswith("pioreactor-"):
         return True
