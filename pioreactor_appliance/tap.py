@@ -44,6 +44,7 @@ from .resources.config_api import ConfigApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
+from .resources.plugins import PluginsApi, PluginSettings
 from .resources.routing import Router, make_site
 from .resources.system import SystemApi, SystemSettings
 from .resources.task_results import TaskResultsApi
@@ -93,6 +94,10 @@ class Options(usage.Options):
             SystemSettings.from_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(f"bad system commands: {e}") from None
+        try:
+            PluginSettings.from_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"bad plugin settings: {e}") from None
         try:
             if self["mqtt"] is None:
                 config = self["config"]
@@ -256,6 +261,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     fanout.setName("fanout")
     fanout.setServiceParent(top)
     descriptors = Descriptors(settings.data_dir)
+    commands = CommandRunner(reactor, reactor)
     families: list[Any] = [
         UnitInfoApi(settings.unit, reactor, broker=mqtt, pigpiod=hardware_connection, local_cache=cache.cache, database=db),
         TaskResultsApi(tasks),
@@ -273,9 +279,17 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             Hat.from_config(config),
             leader_experiment(fanout, config.leader_hostname, settings.unit),
         ),
-        SystemApi(CommandRunner(reactor, reactor), tasks, reactor, SystemSettings.from_config(config)),
+        SystemApi(commands, tasks, reactor, SystemSettings.from_config(config)),
         CalibrationsApi(settings.data_dir, jobs.unit_state.cache, settings.unit, policy.limits),
         BackupsApi(settings.data_dir, tasks, settings.unit, config.leader_hostname, policy.limits),
+        PluginsApi(
+            settings.data_dir,
+            commands,
+            tasks,
+            jobs.registry,
+            PluginSettings.from_config(config),
+            config.get_int("appliance", "served_file_max_bytes"),
+        ),
     ]
     fallbacks: dict[str, ApiError] = {}
     if leader:

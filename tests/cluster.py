@@ -22,8 +22,9 @@ from .mosquitto import free_port, start_mosquitto
 
 # Fan-outs to units that are not running give up within a second.
 QUICK_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\n"
-# Never the Pi's reboot or update on the machine running the tests: each system command is a no-op.
+# Never the Pi's reboot or update, or a real pip, on the machine running the tests: each command is a no-op.
 HARMLESS_SYSTEM = (
+    "[plugins]\npip=true\n"
     "[system]\npower_delay_seconds=0.1\n"
     "[system.commands]\nreboot=true\nshutdown=true\nweb_server_status=sh -c 'echo active' pioreactor.service\n"
     "web_server_restart=true\nset_clock=true\nupdate=true\n"

@@ -210,6 +210,32 @@ def command_failed(action: str, result: Result, timeout: float) -> ApiError:
     )
 
 
+def run_locked(
+    tasks: TaskRegistry,
+    locks: set[str],
+    lock: str,
+    work: Callable[[], Coroutine[Any, Any, Any]],
+) -> Reply:
+    """Start ``work`` as a task holding ``lock`` (one of ``locks``); the reference's busy answer if it is held."""
+    if lock in locks:
+        busy: LockBusy = {
+            "status": "running",
+            "lock": lock,
+            "retry_after_s": 1,
+            "remediation": "Wait for the running operation to finish, then retry.",
+        }
+        return Reply(busy, code=202)
+    locks.add(lock)
+
+    async def holding() -> Any:
+        try:
+            return await work()
+        finally:
+            locks.discard(lock)
+
+    return run_as_task(tasks, holding)
+
+
 class SystemApi:
     app = Klein()
 
@@ -262,25 +288,9 @@ class SystemApi:
         what: str = "",
     ) -> Reply:
         """Start ``work`` as a task holding ``lock``; the reference's busy answer if it is held, 429 if too soon."""
-        if lock in self._locks:
-            busy: LockBusy = {
-                "status": "running",
-                "lock": lock,
-                "retry_after_s": 1,
-                "remediation": "Wait for the running operation to finish, then retry.",
-            }
-            return Reply(busy, code=202)
-        if limit is not None:
+        if lock not in self._locks and limit is not None:
             limit.take(self._clock.seconds(), what)
-        self._locks.add(lock)
-
-        async def holding() -> Any:
-            try:
-                return await work()
-            finally:
-                self._locks.discard(lock)
-
-        return run_as_task(self._tasks, holding)
+        return run_locked(self._tasks, self._locks, lock, work)
 
     def _later(self, action: str, name: str) -> Callable[[], Coroutine[Any, Any, bool]]:
         """The work of an action that ends this process or this Pi: wait, so its 202 gets out first."""
