@@ -1,4 +1,4 @@
-"""Unpacking a zip a client sent, within ``[limits]``, inside one directory.
+"""Zips within ``[limits]``: packing files for a download, and unpacking a zip a client sent inside one directory.
 
 The reference unpacks uploaded archives with no bound on entries or size, so a
 small zip could fill a Pi's SD card. Here an archive is refused before any
@@ -11,9 +11,11 @@ This is blocking file work: callers run it off the reactor thread.
 
 from __future__ import annotations
 
+import io
 import shutil
 import stat
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -21,6 +23,27 @@ from .errors import ApiError
 from .limits import Limits
 
 CHUNK = 1 << 16
+
+
+class TooLarge(Exception):
+    """More entries, or bytes, than ``[limits]`` lets a zip hold; the message says which bound."""
+
+
+def pack(members: Iterable[tuple[Path, str]], limits: Limits, extra: dict[str, str] | None = None) -> bytes:
+    """Deflate each ``(file or directory, name in the zip)`` into memory, stopping with TooLarge
+    past ``zip_entries`` or ``zip_uncompressed_bytes``; ``extra`` adds small generated files."""
+    buffer = io.BytesIO()
+    entries = total = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, name in members:
+            entries += 1
+            total += path.stat().st_size if path.is_file() else 0
+            if entries > limits.zip_entries or total > limits.zip_uncompressed_bytes:
+                raise TooLarge(f"more than {limits.zip_entries} entries or {limits.zip_uncompressed_bytes} bytes")
+            archive.write(path, name)
+        for name, text in (extra or {}).items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
 
 
 def _refuse(status: int, problem: str, remediation: str) -> ApiError:

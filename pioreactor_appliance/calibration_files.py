@@ -8,11 +8,9 @@ neither a name nor a symlink can reach a file elsewhere.
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import yaml
 from attrs import frozen
 from twisted.logger import Logger
 
+from .archives import pack
 from .calibrations import (
     ACTIVE_NAMESPACE,
     CALIBRATIONS_DIR,
@@ -28,6 +27,7 @@ from .calibrations import (
     CalibrationError,
     valid_name,
 )
+from .limits import Limits
 from .timestamps import parse_iso
 
 log = Logger()
@@ -351,13 +351,7 @@ def remove_file(kind: Kind, data_dir: Path, device: str, name: str) -> bool:
     return True
 
 
-class TooLarge(Exception):
-    """More calibration files, or bytes, than ``[limits]`` lets a zip hold."""
-
-
-def zip_files(
-    kind: Kind, data_dir: Path, max_entries: int, max_bytes: int
-) -> bytes | None:
+def zip_files(kind: Kind, data_dir: Path, limits: Limits) -> bytes | None:
     """Every ``<device>/<name>.yaml`` as it is on disk, zipped; None when the root does not exist.
 
     Only plain names inside the root go in, so a symlink cannot add a file from elsewhere.
@@ -365,24 +359,17 @@ def zip_files(
     root = kind.root(data_dir)
     if not root.is_dir():
         return None
-    buffer = io.BytesIO()
-    entries = total = 0
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for folder in sorted(root.iterdir()):
-            if not valid_name(folder.name) or not folder.is_dir():
+    return pack(_stored_files(root), limits)
+
+
+def _stored_files(root: Path) -> Iterator[tuple[Path, str]]:
+    for folder in sorted(root.iterdir()):
+        if not valid_name(folder.name) or not folder.is_dir():
+            continue
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            try:
+                real = confined(path, root)
+            except Escapes:
                 continue
-            for path in sorted(folder.glob(f"*{SUFFIX}")):
-                try:
-                    real = confined(path, root)
-                except Escapes:
-                    continue
-                if not valid_name(path.name[: -len(SUFFIX)]) or not real.is_file():
-                    continue
-                entries += 1
-                total += real.stat().st_size
-                if entries > max_entries or total > max_bytes:
-                    raise TooLarge(
-                        f"more than {max_entries} files or {max_bytes} bytes"
-                    )
-                archive.write(real, f"{folder.name}/{path.name}")
-    return buffer.getvalue()
+            if valid_name(path.name[: -len(SUFFIX)]) and real.is_file():
+                yield real, f"{folder.name}/{path.name}"

@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
@@ -55,10 +55,6 @@ class ImportResult(TypedDict):
     restart_required: bool
 
 
-class TooLarge(Exception):
-    """More entries or bytes than ``[limits]`` lets an export hold."""
-
-
 def _kill_switch(root: Path) -> None:
     if (root / KILL_SWITCH).exists():
         raise ApiError(
@@ -82,41 +78,24 @@ def export_zip(root: Path, metadata: dict[str, object], limits: Limits) -> bytes
     """The data directory deflated, minus what must not leave it; runs in a thread."""
     base = root.resolve()
     _kill_switch(base)
-    buffer = io.BytesIO()
-    entries = total = 0
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for folder, dirs, files in os.walk(base):
-            here = Path(folder)
-            # directory symlinks are not followed: one inside would duplicate files, one outside would leak them
-            dirs[:] = sorted(
-                d for d in dirs if d not in HIDDEN and not (here / d).is_symlink()
-            )
-            for name in [*dirs, *sorted(files)]:
-                path = here / name
-                try:
-                    real = path.resolve()
-                except (OSError, RuntimeError):
-                    continue
-                if (
-                    not real.is_relative_to(base)
-                    or _never_moved(real)
-                    or _never_moved(path)
-                ):
-                    continue
-                if not (real.is_dir() or real.is_file()):
-                    continue
-                entries += 1
-                total += real.stat().st_size if real.is_file() else 0
-                if (
-                    entries > limits.zip_entries
-                    or total > limits.zip_uncompressed_bytes
-                ):
-                    raise TooLarge(
-                        f"more than {limits.zip_entries} entries or {limits.zip_uncompressed_bytes} bytes"
-                    )
-                archive.write(real, path.relative_to(base).as_posix())
-        archive.writestr(METADATA, json.dumps(metadata))
-    return buffer.getvalue()
+    return archives.pack(_exported(base), limits, extra={METADATA: json.dumps(metadata)})
+
+
+def _exported(base: Path) -> Iterator[tuple[Path, str]]:
+    for folder, dirs, files in os.walk(base):
+        here = Path(folder)
+        # directory symlinks are not followed: one inside would duplicate files, one outside would leak them
+        dirs[:] = sorted(d for d in dirs if d not in HIDDEN and not (here / d).is_symlink())
+        for name in [*dirs, *sorted(files)]:
+            path = here / name
+            try:
+                real = path.resolve()
+            except (OSError, RuntimeError):
+                continue
+            if not real.is_relative_to(base) or _never_moved(real) or _never_moved(path):
+                continue
+            if real.is_dir() or real.is_file():
+                yield real, path.relative_to(base).as_posix()
 
 
 def _invalid(problem: str, remediation: str) -> ApiError:
@@ -324,7 +303,7 @@ class BackupsApi:
             archive = await deferToThread(
                 export_zip, self._root, metadata, self._limits
             )
-        except TooLarge as e:
+        except archives.TooLarge as e:
             raise ApiError(
                 413,
                 "The data directory is too large to zip.",

@@ -18,11 +18,11 @@ from klein import Klein
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
+from ..archives import TooLarge
 from ..calibration_files import (
     CALIBRATIONS,
     ESTIMATORS,
     Kind,
-    TooLarge,
     read_all,
     read_device,
     read_file,
@@ -345,13 +345,7 @@ class CalibrationsApi:
     async def zipped(self, request: IRequest) -> Reply:
         """Every calibration file as it is stored, zipped as <device>/<name>.yaml."""
         try:
-            archive = await self._off_thread(
-                zip_files,
-                CALIBRATIONS,
-                self._data_dir,
-                self._limits.zip_entries,
-                self._limits.zip_uncompressed_bytes,
-            )
+            archive = await self._off_thread(zip_files, CALIBRATIONS, self._data_dir, self._limits)
         except TooLarge as e:
             raise ApiError(
                 413,
