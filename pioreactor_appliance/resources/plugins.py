@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
-from attrs import define, field, frozen
+from attrs import frozen
 from klein import Klein
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
@@ -36,6 +36,7 @@ from ..jobs.registry import Registry
 from ..tasks import Accepted, TaskRegistry
 from .files import confine, read_path
 from .routing import Reply, route
+from .shapes import CommandBody
 from .system import VERSION, LockBusy, command_failed, run_locked
 
 log = Logger()
@@ -89,15 +90,6 @@ class PluginSettings:
         )
 
 
-@define
-class PluginRequest:
-    """``args`` holds the one package name; install takes ``options.version`` or ``options.source``."""
-
-    args: list[str] = field(factory=list)
-    options: dict[str, Any] = field(factory=dict)
-    env: dict[str, str] = field(factory=dict)
-
-
 class Plugin(TypedDict):
     name: str
     version: str
@@ -111,7 +103,7 @@ def _bad(error: str, cause: str, remediation: str) -> ApiError:
     return ApiError(400, error, cause=cause, remediation=remediation)
 
 
-def plugin_name(body: PluginRequest, settings: PluginSettings, action: str) -> str:
+def plugin_name(body: CommandBody, settings: PluginSettings, action: str) -> str:
     """The one valid, allowed package name the request names; 400 or 403 otherwise."""
     example = f'Send {{"args": ["pioreactor-air-bubbler"]}} to {action} one plugin.'
     if not body.args:
@@ -186,7 +178,7 @@ def check_installs_allowed(root: Path) -> None:
         )
 
 
-def install_arguments(root: Path, body: PluginRequest, name: str) -> list[str]:
+def install_arguments(root: Path, body: CommandBody, name: str) -> list[str]:
     """What follows ``pip``; runs in a thread (it looks at the wheel)."""
     check_installs_allowed(root)
     unknown = sorted(set(body.options) - {"version", "source"})
@@ -369,12 +361,12 @@ class PluginsApi:
         app,
         "/unit_api/plugins/install",
         ["PATCH", "POST"],
-        body=PluginRequest,
+        body=CommandBody,
         returns=Accepted | LockBusy,
         status=202,
         dangerous=True,
     )
-    async def install(self, request: IRequest, body: PluginRequest) -> Reply:
+    async def install(self, request: IRequest, body: CommandBody) -> Reply:
         """Install one package with pip (a release, a version, or a wheel in the data directory); true once pip succeeded."""
         name = plugin_name(body, self._settings, "install")
         arguments = await deferToThread(install_arguments, self._root, body, name)
@@ -386,12 +378,12 @@ class PluginsApi:
         app,
         "/unit_api/plugins/uninstall",
         ["PATCH", "POST"],
-        body=PluginRequest,
+        body=CommandBody,
         returns=Accepted | LockBusy,
         status=202,
         dangerous=True,
     )
-    async def uninstall(self, request: IRequest, body: PluginRequest) -> Reply:
+    async def uninstall(self, request: IRequest, body: CommandBody) -> Reply:
         """Uninstall one package with pip; true once pip succeeded (a package that is not installed is a success)."""
         name = plugin_name(body, self._settings, "uninstall")
         if body.options:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 
-from attrs import define, field, frozen
+from attrs import define, frozen
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
@@ -31,6 +31,7 @@ from ..tasks import Accepted, TaskRegistry
 from ..timestamps import iso_utc, parse_iso
 from .caching import cache_for
 from .routing import Reply, route
+from .shapes import CommandBody
 from .task_results import run_as_task
 
 log = Logger()
@@ -94,15 +95,6 @@ class SetClock:
     utc_clock_time: str
 
 
-@define
-class Update:
-    """``options.version`` picks a release; no args and no other options are taken (see docs/api-deviations.md)."""
-
-    args: list[str] = field(factory=list)
-    options: dict[str, Any] = field(factory=dict)
-    env: dict[str, str] = field(factory=dict)
-
-
 class ClockTime(TypedDict):
     status: Literal["success"]
     clock_time: str
@@ -164,12 +156,12 @@ def clock_argument(text: str) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def update_requirement(package: str, body: Update) -> str:
+def update_requirement(package: str, body: CommandBody) -> str:
     """What pip installs for this request; 400 for arguments or options the appliance does not take."""
     if body.args:
         raise ApiError(
             400,
-            "Update arguments are not supported.",
+            "CommandBody arguments are not supported.",
             cause=f"The appliance installs released versions only; got args {body.args!r}.",
             remediation='Send {} for the latest release, or {"options": {"version": "26.7.2"}}.',
         )
@@ -361,7 +353,7 @@ class SystemApi:
             "Reboot and shutdown",
         )
 
-    def _update(self, body: Update) -> Reply:
+    def _update(self, body: CommandBody) -> Reply:
         requirement = update_requirement(self._settings.update_package, body)
 
         async def work() -> bool:
@@ -376,12 +368,12 @@ class SystemApi:
         app,
         "/unit_api/system/update",
         ["PATCH", "POST"],
-        body=Update,
+        body=CommandBody,
         returns=Accepted | LockBusy,
         status=202,
         dangerous=True,
     )
-    def update(self, request: IRequest, body: Update) -> Reply:
+    def update(self, request: IRequest, body: CommandBody) -> Reply:
         """Install the latest release, or ``options.version``; true once the install finished."""
         return self._update(body)
 
@@ -389,12 +381,12 @@ class SystemApi:
         app,
         "/unit_api/system/update/<target>",
         ["PATCH", "POST"],
-        body=Update,
+        body=CommandBody,
         returns=Accepted | LockBusy,
         status=202,
         dangerous=True,
     )
-    def update_target(self, request: IRequest, target: str, body: Update) -> Reply:
+    def update_target(self, request: IRequest, target: str, body: CommandBody) -> Reply:
         """As ``/system/update``; ``app`` is the only target."""
         if target != "app":
             raise ApiError(
