@@ -16,7 +16,7 @@ from pioreactor_appliance.calibrations import (
 )
 from pioreactor_appliance.jobs.unit_state import PersistentCache
 
-PUMP = """
+PUMP = """\
 calibration_type: simple_peristaltic_pump
 calibration_name: media-1
 calibrated_on_pioreactor_unit: pio1
@@ -27,6 +27,7 @@ y: Volume
 recorded_data: {x: [10.0, 20.0], y: [0.91, 1.83]}
 hz: 250.0
 dc: 100.0
+voltage: 12.1
 """
 
 # A spline through (0, 0), (1, 1), (2, 4), rising: y = x^2 on [0, 2] piecewise.

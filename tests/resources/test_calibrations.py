@@ -20,20 +20,8 @@ from pioreactor_appliance.resources.calibrations import CalibrationsApi
 from pioreactor_appliance.resources.routing import Router, route_table
 
 from ..helpers import request, response_of
+from ..test_calibrations import PUMP
 
-PUMP = """\
-calibration_type: simple_peristaltic_pump
-calibration_name: media-1
-calibrated_on_pioreactor_unit: pio1
-created_at: 2026-01-05 12:00:00+00:00
-curve_data_: {type: poly, coefficients: [0.0912, 0.0]}
-x: Duration
-y: Volume
-recorded_data: {x: [10.0, 20.0], y: [0.91, 1.83]}
-hz: 250.0
-dc: 100.0
-voltage: 12.1
-"""
 
 STIRRING = """\
 calibration_type: simple_stirring
