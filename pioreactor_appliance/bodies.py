@@ -8,11 +8,14 @@ primitive hooks here refuse anything that is not already the right JSON type.
 from __future__ import annotations
 
 import json
+from email.message import Message
+from email.parser import BytesParser
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
 from cattrs.cols import is_sequence, list_structure_factory
+from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
 from .errors import ApiError
@@ -123,3 +126,51 @@ def structure(document: Any, cls: type[T]) -> T:
 
 def read_body(request: IRequest, cls: type[T]) -> T:
     return structure(read_json(request, fields_hint(cls)), cls)
+
+
+def form_fields(content_type: bytes, body: bytes) -> dict[str, list[bytes]]:
+    """The named parts of a ``multipart/form-data`` body; ValueError says why it cannot be read.
+
+    The site does not let Twisted parse forms (a body it cannot parse would
+    get Twisted's bare 400 and a closed connection), so routes that take a
+    form read it here, off the reactor thread, and answer a JSON 400.
+    """
+    header = b"MIME-Version: 1.0\r\nContent-Type: " + content_type + b"\r\n\r\n"
+    message = BytesParser().parsebytes(header + body)
+    if not message.is_multipart() or message.defects:
+        problems = ", ".join(type(d).__name__ for d in message.defects) or "no parts"
+        raise ValueError(f"the multipart body cannot be read ({problems})")
+    fields: dict[str, list[bytes]] = {}
+    part: Message
+    for part in message.get_payload():  # type: ignore[assignment]
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str) and name:
+            payload = part.get_payload(decode=True)
+            fields.setdefault(name, []).append(payload if isinstance(payload, bytes) else b"")
+    return fields
+
+
+async def read_form_file(request: IRequest, field: str, error: str, remediation: str) -> bytes:
+    """The one file sent as form field ``field``; 400 ``error`` with what is wrong otherwise."""
+    if media_type(request) != b"multipart/form-data":
+        raise ApiError(
+            400,
+            error,
+            cause=f"The body is {media_type(request).decode('latin-1') or 'not typed'}, not multipart/form-data.",
+            remediation=remediation,
+        )
+    content_type = request.getHeader(b"content-type") or b""
+    body = request.content.read() if request.content is not None else b""
+    try:
+        fields = await deferToThread(form_fields, content_type, body)
+    except ValueError as e:
+        raise ApiError(400, error, cause=f"The form is malformed: {e}.", remediation=remediation) from None
+    values = fields.get(field, [])
+    if len(values) != 1:
+        raise ApiError(
+            400,
+            error,
+            cause=f"The form carries {len(values)} fields named {field!r}; exactly one is needed.",
+            remediation=remediation,
+        )
+    return values[0]

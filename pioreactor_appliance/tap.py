@@ -262,6 +262,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     fanout.setServiceParent(top)
     descriptors = Descriptors(settings.data_dir)
     commands = CommandRunner(reactor, reactor)
+    system = SystemApi(commands, tasks, reactor, SystemSettings.from_config(config))
     families: list[Any] = [
         UnitInfoApi(settings.unit, reactor, broker=mqtt, pigpiod=hardware_connection, local_cache=cache.cache, database=db),
         TaskResultsApi(tasks),
@@ -279,9 +280,17 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             Hat.from_config(config),
             leader_experiment(fanout, config.leader_hostname, settings.unit),
         ),
-        SystemApi(commands, tasks, reactor, SystemSettings.from_config(config)),
+        system,
         CalibrationsApi(settings.data_dir, jobs.unit_state.cache, settings.unit, policy.limits),
-        BackupsApi(settings.data_dir, tasks, settings.unit, config.leader_hostname, policy.limits),
+        BackupsApi(
+            settings.data_dir,
+            tasks,
+            settings.unit,
+            config.leader_hostname,
+            policy.limits,
+            restart=system.restart_soon,
+            keep_backups=config.get_int("appliance", "import_backups_kept"),
+        ),
         PluginsApi(
             settings.data_dir,
             commands,

@@ -6,7 +6,7 @@ from attrs import define, field, validators
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from pioreactor_appliance.bodies import read_body
+from pioreactor_appliance.bodies import form_fields, read_body
 from pioreactor_appliance.errors import ApiError
 
 
@@ -72,3 +72,25 @@ class ReadBodyTests(SynchronousTestCase):
             e = self.error(b'{"name":"a","count":2}', content_type)
             self.assertEqual(e.status, 415)
             self.assertIn("application/json", e.remediation)
+
+
+class FormFieldsTests(SynchronousTestCase):
+    TYPE = b"multipart/form-data; boundary=XyZ"
+
+    def test_named_parts_in_order(self) -> None:
+        body = (
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"archive\"; filename=\"a.zip\"\r\n"
+            b"Content-Type: application/zip\r\n\r\nPK\x03\x04\r\n--XyZ\r\n"
+            b"Content-Disposition: form-data; name=\"archive\"\r\n\r\nsecond\r\n--XyZ--\r\n"
+        )
+        self.assertEqual(form_fields(self.TYPE, body), {"archive": [b"PK\x03\x04", b"second"]})
+
+    def test_unreadable_forms_name_the_problem(self) -> None:
+        for content_type, body in [
+            (b"multipart/form-data", b"no boundary at all"),
+            (self.TYPE, b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nnever closed"),
+            (self.TYPE, b"nothing but a preamble"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                form_fields(content_type, body)
+            self.assertIn("cannot be read", str(caught.exception))

@@ -17,7 +17,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypedDict
 
@@ -27,7 +28,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
 from .. import __version__, archives
-from ..bodies import media_type
+from ..bodies import read_form_file
 from ..config import ConfigError, parse_text
 from ..errors import ApiError
 from ..limits import Limits
@@ -45,14 +46,20 @@ KEEP_IF_ABSENT = (
 )  # the reference keeps these when an archive lacks them
 
 
-class ImportResult(TypedDict):
-    """What an import replaced, what it kept, where the old files went, and that a restart is due."""
+class Swapped(TypedDict):
+    """What an import replaced, what it kept and dropped, and where the old files went."""
 
     replaced: list[str]
     kept: list[str]
     ignored: list[str]
     backup: str
+
+
+class ImportResult(Swapped):
+    """The import's task result: the swap, and when the appliance restarts to use it."""
+
     restart_required: bool
+    restart_in_seconds: float
 
 
 def _kill_switch(root: Path) -> None:
@@ -223,13 +230,23 @@ def _holds_protected(folder: Path) -> bool:
     return False
 
 
-def swap_in(root: Path, staged: Path, ignored: list[str]) -> ImportResult:
-    """Move the current items to a backup beside the data directory and the staged ones in; all or nothing."""
+def prune_backups(base: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` (at least one) import backups, so repeated imports cannot fill the SD card."""
+    backups = sorted(base.parent.glob(f".{base.name}-backup-*"), key=lambda p: p.name)
+    for old in backups[: max(0, len(backups) - max(1, keep))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def swap_in(root: Path, staged: Path, ignored: list[str], keep: int) -> Swapped:
+    """Move the current items to a backup beside the data directory and the staged ones in; all or nothing.
+
+    Then only the newest ``keep`` backups, this one included, are left.
+    """
     base = root.resolve()
     backup = Path(
         tempfile.mkdtemp(
             dir=base.parent,
-            prefix=f".{base.name}-backup-{time.strftime('%Y%m%dT%H%M%S')}-",
+            prefix=f".{base.name}-backup-{datetime.now(UTC):%Y%m%dT%H%M%S.%f}-",
         )
     )
     swap = _Swap(base, staged, backup)
@@ -240,25 +257,13 @@ def swap_in(root: Path, staged: Path, ignored: list[str]) -> ImportResult:
         shutil.rmtree(staged, ignore_errors=True)
         raise
     shutil.rmtree(staged, ignore_errors=True)
+    prune_backups(base, keep)
     return {
         "replaced": swap.replaced,
         "kept": swap.kept,
         "ignored": ignored,
         "backup": str(backup),
-        "restart_required": True,
     }
-
-
-def _archive_field(request: IRequest) -> bytes:
-    values = (request.args or {}).get(b"archive", [])
-    if media_type(request) != b"multipart/form-data" or len(values) != 1:
-        raise ApiError(
-            400,
-            "No archive uploaded",
-            cause="The request carries no multipart/form-data field 'archive' (exactly one).",
-            remediation="Send the zip as the form field 'archive', e.g. curl -F archive=@unit.zip.",
-        )
-    return values[0]
 
 
 class BackupsApi:
@@ -271,12 +276,17 @@ class BackupsApi:
         unit: str,
         leader: str,
         limits: Limits,
+        restart: Callable[[str], float],
+        keep_backups: int,
     ) -> None:
+        """``restart(why)`` restarts the appliance soon and says in how many seconds."""
         self._root = data_dir
         self._tasks = tasks
         self._unit = unit
         self._leader = leader
         self._limits = limits
+        self._restart = restart
+        self._keep_backups = keep_backups
         self._importing = False
 
     @route(
@@ -332,10 +342,15 @@ class BackupsApi:
 
         Checked before anything moves: the zip's bounds, paths and links, that config.ini and
         unit_config.ini parse, and that its metadata names this unit (400, 413). Then a task swaps it
-        in; its result lists what was replaced and says the service must restart to use it.
-        The unit's credentials, cluster secret and databases are kept.
+        in; its result lists what was replaced, and the appliance restarts itself shortly after to
+        use it (not the Pi). The unit's credentials, cluster secret and databases are kept.
         """
-        upload = _archive_field(request)
+        upload = await read_form_file(
+            request,
+            "archive",
+            "No archive uploaded",
+            "Send the zip as the form field 'archive', e.g. curl -F archive=@unit.zip.",
+        )
         if self._importing:
             raise ApiError(
                 409,
@@ -353,10 +368,14 @@ class BackupsApi:
             raise
 
         def work() -> object:
-            done = deferToThread(swap_in, self._root, staged, ignored)
-            return done.addBoth(self._finished)
+            done = deferToThread(swap_in, self._root, staged, ignored, self._keep_backups)
+            return done.addCallback(self._restart_after).addBoth(self._finished)
 
         return run_as_task(self._tasks, work)
+
+    def _restart_after(self, swapped: Swapped) -> ImportResult:
+        delay = self._restart("to use the imported data directory")
+        return {**swapped, "restart_required": True, "restart_in_seconds": delay}
 
     def _finished(self, result: object) -> object:
         self._importing = False

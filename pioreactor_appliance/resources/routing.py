@@ -345,7 +345,9 @@ class ApplianceSite(server.Site):
     displayTracebacks = False
 
     def __init__(self, root: IResource, limits: Limits, **kwargs: Any) -> None:
-        super().__init__(root, **kwargs)
+        # Twisted does not parse form bodies (one it cannot parse gets a bare 400 and a closed
+        # connection): the routes that take a form read it with bodies.read_form_file.
+        super().__init__(root, parsePOSTFormSubmission=False, **kwargs)
         self.limits = limits
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypedDict
 
 from attrs import define, frozen
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -293,6 +294,13 @@ class SystemApi:
             return True
 
         return work
+
+    def restart_soon(self, why: str) -> float:
+        """Restart this process after the power delay, for a change only a fresh start applies; the delay."""
+        action = f"Restarting the web server {why}"
+        done = Deferred.fromCoroutine(self._later(action, "web_server_restart")())
+        done.addErrback(lambda failure: log.error("{action} failed: {error}", action=action, error=failure.getErrorMessage()))
+        return self._settings.power_delay
 
     @route(app, "/unit_api/system/utc_clock", ["GET"], returns=ClockTime)
     def utc_clock(self, request: IRequest) -> ClockTime:

@@ -76,6 +76,7 @@ class BackupsTests(TestCase):
         (self.root / "escape").symlink_to(outside / "passwd")
         (self.root / "escape_dir").symlink_to(outside)
         self.clock = Clock()
+        self.restarts: list[str] = []
         self.tasks = TaskRegistry(self.clock, "pio1", max_count=10, max_age=60)
         self.stub = self.stub_with(LIMITS)
 
@@ -83,10 +84,24 @@ class BackupsTests(TestCase):
         policy = AppliancePolicy(self.clock, limits, HostCheck.of(["leader"], []))
         return StubTreq(
             Router(
-                [BackupsApi(self.root, self.tasks, "pio1", "leader", limits)],
+                [
+                    BackupsApi(
+                        self.root,
+                        self.tasks,
+                        "pio1",
+                        "leader",
+                        limits,
+                        restart=self.restart,
+                        keep_backups=2,
+                    )
+                ],
                 policy=policy,
             )
         )
+
+    def restart(self, why: str) -> float:
+        self.restarts.append(why)
+        return 5.0
 
     async def export(self) -> tuple[int, bytes, Any]:
         what = "GET zipped_dot_pioreactor"
@@ -187,7 +202,10 @@ class BackupsTests(TestCase):
         result = await self.finished(accepted)
         self.assertEqual(result["status"], "succeeded", result)
         outcome = result["result"]
-        self.assertTrue(outcome["restart_required"])
+        self.assertEqual(
+            (outcome["restart_required"], outcome["restart_in_seconds"], len(self.restarts)),
+            (True, 5.0, 1),
+        )
         self.assertEqual(
             (self.root / "plugins" / "my_plugin.py").read_text(), "print('new')\n"
         )
@@ -211,6 +229,22 @@ class BackupsTests(TestCase):
                 for p in self.root.parent.iterdir()
             )
         )
+
+    async def test_only_the_newest_backups_are_kept(self) -> None:
+        backups = []
+        for n in range(3):
+            code, accepted = await self.upload(zipped({"config.ini": f"[x]\nn={n}\n".encode()}, {"name": "pio1"}))
+            self.assertEqual(code, 202, accepted)
+            result = await self.finished(accepted)
+            backups.append(Path(result["result"]["backup"]))
+        self.assertEqual([b.exists() for b in backups], [False, True, True])
+        self.assertEqual((backups[2] / "config.ini").read_text(), "[x]\nn=1\n")
+        self.assertEqual(len(self.restarts), 3)
+
+    async def test_a_refused_or_failed_import_does_not_restart(self) -> None:
+        code, body = await self.upload(zipped({"config.ini": b"[x"}))
+        self.assertEqual(code, 400, body)
+        self.assertEqual(self.restarts, [])
 
     async def test_a_folder_absent_from_the_archive_is_kept_only_for_ui_and_hardware(
         self,
@@ -254,6 +288,7 @@ class BackupsTests(TestCase):
         self.assertEqual(result["status"], "failed", result)
         self.flushLoggedErrors(OSError)
         self.assertGreaterEqual(len(calls), 4)
+        self.assertEqual(self.restarts, [])
         self.assertEqual(self.tree(), before)
 
     async def test_bad_uploads_are_refused_and_nothing_changes(self) -> None:

@@ -8,14 +8,15 @@ from typing import Any
 import attrs
 from attrs import define
 from klein import Klein
-from treq.testing import StubTreq
 from treq.client import HTTPClient
+from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from pioreactor_appliance.bodies import read_form_file
 from pioreactor_appliance.errors import ApiError
 from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.resources.routing import Reply, Router, make_site, route
@@ -45,6 +46,11 @@ class Things:
     @route(app, "/api/async_refusal", ["GET"])
     async def refuse(self, request: Any) -> Any:
         raise ApiError(409, "Already exists.", remediation="Pick another name.")
+
+    @route(app, "/api/upload", ["POST"], upload=True)
+    async def upload(self, request: Any) -> Any:
+        data = await read_form_file(request, "file", "No file uploaded", "Send it as the form field 'file'.")
+        return {"bytes": len(data)}
 
     @route(app, "/api/text", ["GET"])
     def text(self, request: Any) -> Reply:
@@ -117,7 +123,7 @@ class RouterTests(SynchronousTestCase):
         paths = [(info.path, info.methods) for info in router().routes()]
         self.assertIn(("/api/things", ("POST",)), paths)
         self.assertIn(("/api/things/special", ("GET",)), paths)
-        self.assertEqual(len(paths), 6)
+        self.assertEqual(len(paths), 7)
 
 
 class GatePolicy:
@@ -196,3 +202,16 @@ class SiteOverTcpTests(TestCase):
         response = await client.post(url, json={"value": 1})
         self.assertEqual(response.code, 201)
         await response.content()
+
+    async def test_a_form_is_read_by_the_route_and_a_malformed_one_is_a_json_400(self) -> None:
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(make_site(router(), Limits.defaults()))
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{port.getHost().port}/api/upload"
+        client = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        response = await client.post(url, files={"file": ("a.zip", b"12345")})
+        self.assertEqual((response.code, await response.json()), (200, {"bytes": 5}))
+        # A multipart type with no boundary: Twisted on its own answers a bare 400 and hangs up.
+        response = await client.post(url, data=b"garbage", headers={b"content-type": [b"multipart/form-data"]})
+        body = await response.json()
+        self.assertEqual((response.code, body["error"]), (400, "No file uploaded"))
+        self.assertIn("malformed", body["cause"])

@@ -13,6 +13,7 @@ from treq.testing import StubTreq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pioreactor_appliance.commands import CommandRunner, Result
@@ -323,6 +324,28 @@ class SystemApiTests(TestCase):
             )["result"],
             True,
         )
+
+    async def test_restart_soon_restarts_after_the_delay_and_logs_a_failure(self) -> None:
+        self.with_settings(power_delay=5)
+        system = SystemApi(self.runner, self.tasks, self.clock, self.settings)
+        self.assertEqual(system.restart_soon("to use new files"), 5)
+        self.clock.advance(4.9)
+        self.assertEqual(self.runner.started, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.runner.started, [("true",)])
+        failing = SystemApi(
+            self.runner, self.tasks, self.clock, evolve(self.settings, commands={**self.settings.commands, "web_server_restart": fails(3)})
+        )
+        seen: list[str] = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        failing.restart_soon("to use new files")
+        self.clock.advance(5)
+        for _ in range(300):
+            if any("to use new files failed" in formatEvent(e) for e in seen):
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertTrue(any("Restarting the web server to use new files failed with exit code 3" in formatEvent(e) for e in seen))
 
 
 class SettingsTests(SynchronousTestCase):
