@@ -5,6 +5,7 @@ import threading
 from pathlib import Path
 
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.errors import ApiError
@@ -104,6 +105,39 @@ class DatabaseTests(TestCase):
         self.assertEqual([await d for d in queued], list(range(20)))
         self.assertRaises(RuntimeError, db.run, lambda conn: None)
 
+    async def test_reads_see_committed_data_on_other_threads_and_cannot_write(self) -> None:
+        db = Database(Path(self.mktemp()) / "db.sqlite", reactor)
+        db.startService()
+        self.addCleanup(db.stopService)
+        early = db.read(lambda conn: conn.execute("SELECT count(*) AS n FROM experiments").fetchone()["n"])
+        self.assertEqual(await early, 0)  # asked before the file was open: it waited
+        await db.run(lambda conn: conn.execute("INSERT INTO experiments (experiment, created_at) VALUES ('e1', '2026-01-01T00:00:00.000Z')"))
+        rows = await db.read(lambda conn: conn.execute("SELECT experiment FROM experiments").fetchall())
+        self.assertEqual(rows, [{"experiment": "e1"}])
+        writer = await db.run(lambda conn: threading.get_ident())
+        reader = await db.read(lambda conn: threading.get_ident())
+        self.assertNotIn(reader, (writer, threading.get_ident()))
+        with self.assertRaises(sqlite3.OperationalError):
+            await db.read(lambda conn: conn.execute("DELETE FROM experiments"))
+        self.assertEqual(await db.run(lambda conn: conn.execute("SELECT count(*) AS n FROM experiments").fetchone()["n"]), 1)
+
+    async def test_a_read_is_not_held_up_by_a_long_write(self) -> None:
+        db = await start_database(self)
+        inside, release = threading.Event(), threading.Event()
+
+        def slow_write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO experiments (experiment, created_at) VALUES ('e2', '2026-01-01T00:00:00.000Z')")
+            inside.set()
+            release.wait(10)
+
+        writing = db.run(slow_write)
+        await deferToThread(inside.wait, 10)
+        seen = await db.read(lambda conn: conn.execute("SELECT count(*) AS n FROM experiments").fetchone()["n"])
+        self.assertEqual(seen, 0)  # the snapshot before the write commits, served while it is open
+        release.set()
+        await writing
+        self.assertEqual(await db.read(lambda conn: conn.execute("SELECT count(*) AS n FROM experiments").fetchone()["n"]), 1)
+
     async def test_refuses_a_newer_schema(self) -> None:
         path = Path(self.mktemp()) / "db.sqlite"
         path.parent.mkdir(parents=True)
@@ -117,10 +151,11 @@ class DatabaseTests(TestCase):
         self.assertIsInstance(db.open_error, SchemaTooNew)
         self.assertIn(f"schema version {LATEST + 1}", str(db.open_error))
         self.assertEqual(len(self.flushLoggedErrors(SchemaTooNew)), 1)
-        with self.assertRaises(ApiError) as raised:
-            await db.run(lambda conn: None)
-        self.assertEqual(raised.exception.status, 503)
-        self.assertIn("Upgrade the appliance", raised.exception.cause)
+        for work in (db.run, db.read):
+            with self.assertRaises(ApiError) as raised:
+                await work(lambda conn: None)
+            self.assertEqual(raised.exception.status, 503)
+            self.assertIn("Upgrade the appliance", raised.exception.cause)
 
 
 class MigrationTests(TestCase):
