@@ -123,11 +123,11 @@ class ClusterTestCase(TestCase):
             self.assertEqual(response.code, expect, body)
         return body
 
-    async def wait_for_result(self, accepted: dict[str, Any]) -> dict[str, Any]:
-        """Poll the leader's task until it ends; its final body."""
+    async def wait_for_result(self, accepted: dict[str, Any], unit: str = "leader") -> dict[str, Any]:
+        """Poll the task on ``unit`` (the one that answered the 202) until it ends; its final body."""
         for _ in range(200):
             response = await self.http.get(
-                self.url("leader", accepted["result_url_path"]), headers=self.headers
+                self.url(unit, accepted["result_url_path"]), headers=self.headers
             )
             body = await response.json()
             if response.code == 200:

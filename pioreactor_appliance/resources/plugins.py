@@ -274,7 +274,18 @@ def plugin_file(root: Path, filename: str, max_bytes: int) -> bytes:
             cause=f"{name!r} does not end in .py.",
             remediation="Name a file plugin, e.g. my_plugin.py.",
         )
-    found = read_path(root, f"plugins/{name}", max_bytes)
+    try:
+        found = read_path(root, f"plugins/{name}", max_bytes)
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        # the reference's one message for a wrong suffix and a missing file
+        raise ApiError(
+            404,
+            "must provide a .py file",
+            cause=f"There is no plugins/{name}.",
+            remediation="Name a file plugin that exists, e.g. my_plugin.py.",
+        ) from None
     if not isinstance(found, bytes):
         raise ApiError(
             404,
