@@ -497,9 +497,10 @@ class UnitSeedRouteTests(ClusterTestCase):
             files={"archive": (f"{WORKER}_dot_pioreactor.zip", "application/zip", io.BytesIO(archive))},
         )  # fmt: skip
         self.assertEqual(elsewhere["error"], f"Archive prepared for {WORKER}, cannot import into leader")
-        await self.error(
+        not_zip = await self.error(
             "POST", "/unit_api/import_zipped_dot_pioreactor", 400,
             files={"archive": ("x.zip", "application/zip", io.BytesIO(b"not a zip"))},
         )  # fmt: skip
+        self.assertEqual(not_zip["error"], "Uploaded file is not a valid zip archive")
         unknown = await self.error("GET", "/unit_api/task_results/{task_id}", 404, params={"task_id": "nope"})
         self.assertEqual(unknown["error"], "Task not found.")

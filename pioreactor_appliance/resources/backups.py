@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,14 +129,18 @@ def _check_staged(staged: Path, unit: str) -> None:
     try:
         name = json.loads(meta.read_text(encoding="utf-8"))["name"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise _invalid(
-            "The archive's metadata is not valid JSON with a 'name'.",
-            "Export the unit again.",
+        raise ApiError(
+            400,
+            "Archive metadata invalid",
+            cause="The archive's metadata is not valid JSON with a 'name'.",
+            remediation="Export the unit again.",
         ) from None
     if name != unit:
-        raise _invalid(
-            f"The archive was exported from {name!r}, not {unit!r}.",
-            "Import an archive this unit exported.",
+        raise ApiError(
+            400,
+            f"Archive prepared for {name}, cannot import into {unit}",
+            cause=f"The archive was exported from {name!r}, not {unit!r}.",
+            remediation="Import an archive this unit exported.",
         )
 
 
@@ -162,6 +167,12 @@ def stage(
     """
     base = root.resolve()
     _kill_switch(base)
+    if not zipfile.is_zipfile(io.BytesIO(upload)):
+        raise ApiError(
+            400,
+            "Uploaded file is not a valid zip archive",
+            remediation="Send a .zip file exported by GET /unit_api/zipped_dot_pioreactor.",
+        )
     staged = Path(tempfile.mkdtemp(dir=base.parent, prefix=f".{base.name}-import-"))
     try:
         archives.extract(io.BytesIO(upload), staged, limits)

@@ -303,7 +303,7 @@ class BackupsTests(TestCase):
         cases: list[tuple[bytes | None, str, int, str]] = [
             (None, "archive", 400, "No archive uploaded"),
             (b"x", "other", 400, "No archive uploaded"),
-            (b"not a zip at all", "archive", 400, "not a readable zip"),
+            (b"not a zip at all", "archive", 400, "not a valid zip archive"),
             (zipped({"../outside.py": b"x"}), "archive", 400, "outside"),
             (zipped({"/etc/cron.d/x": b"x"}), "archive", 400, "outside"),
             (link.getvalue(), "archive", 400, "link"),
