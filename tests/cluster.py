@@ -123,7 +123,9 @@ class ClusterTestCase(TestCase):
             self.assertEqual(response.code, expect, body)
         return body
 
-    async def wait_for_result(self, accepted: dict[str, Any], unit: str = "leader") -> dict[str, Any]:
+    async def wait_for_result(
+        self, accepted: dict[str, Any], unit: str = "leader"
+    ) -> dict[str, Any]:
         """Poll the task on ``unit`` (the one that answered the 202) until it ends; its final body."""
         for _ in range(200):
             response = await self.http.get(
