@@ -974,11 +974,22 @@ class UnitSeedRouteTests(ClusterTestCase):
             },
         )
         result = await self.done(accepted)
-        # api-deviations "Backup and restore": a report instead of true, and no reboot.
+        # api-deviations "Backup and restore": a report instead of true, and the appliance (not the
+        # Pi) restarts itself after [system] power_delay_seconds (a no-op here: HARMLESS_SYSTEM).
         self.assertEqual(
-            set(result), {"replaced", "kept", "ignored", "backup", "restart_required"}
+            set(result),
+            {
+                "replaced",
+                "kept",
+                "ignored",
+                "backup",
+                "restart_required",
+                "restart_in_seconds",
+            },
         )
-        self.assertIs(result["restart_required"], True)
+        self.assertEqual(
+            (result["restart_required"], result["restart_in_seconds"]), (True, 0.1)
+        )
         self.assertIn("notes", result["replaced"])
         self.assertFalse((self.root / "notes" / "after_export.txt").exists())
         self.assertTrue(
