@@ -19,7 +19,16 @@ from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
-from ..config import DEFAULTS, SHARED_NAME, UNIT_NAME, Config, ConfigError, check_shared, parse_text, write_checked
+from ..config import (
+    DEFAULTS,
+    SHARED_NAME,
+    UNIT_NAME,
+    Config,
+    ConfigError,
+    check_shared,
+    parse_text,
+    write_checked,
+)
 from ..errors import ApiError
 from ..hardware.unit import HardwareSettings
 from ..limits import Limits

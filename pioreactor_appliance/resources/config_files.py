@@ -31,7 +31,13 @@ from ..store.database import Database
 from ..store.workers import cluster_units
 from ..timestamps import iso_utc
 from .caching import cache_for
-from .config_api import CONFIG_MAX_CHARACTERS, ConfigEdit, check_new_config, layers, merged_shape
+from .config_api import (
+    CONFIG_MAX_CHARACTERS,
+    ConfigEdit,
+    check_new_config,
+    layers,
+    merged_shape,
+)
 from .names import BROADCAST, unit_name_problem
 from .routing import Reply, route
 from .targets import cluster_targets

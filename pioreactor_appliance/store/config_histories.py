@@ -30,7 +30,7 @@ def versions(conn: sqlite3.Connection, filenames: Sequence[str]) -> list[ConfigV
     """The newest versions saved under any of ``filenames``, newest first."""
     marks = ", ".join("?" for _ in filenames)
     rows = conn.execute(
-        f"SELECT filename, timestamp, data FROM config_files_histories WHERE filename IN ({marks}) "  # noqa: S608 (only placeholders)
+        f"SELECT filename, timestamp, data FROM config_files_histories WHERE filename IN ({marks}) "
         "ORDER BY timestamp DESC, rowid DESC LIMIT ?",
         (*filenames, HISTORY_PAGE),
     )
