@@ -133,12 +133,15 @@ def _text(body: str) -> Reply:
     )
 
 
+UNIT_FAILED = 424  # Failed Dependency: the request was good, the unit it needs did not do its part
+
+
 def _unit_error(envelope: dict[str, Any]) -> ApiError:
-    """A named unit's failure as this request's error: its own 4xx relayed, anything else 502."""
+    """A named unit's failure as this request's error: its own 4xx relayed, anything else 424 (never a 5xx)."""
     error = envelope["error"]
     code = envelope.get("status_code")
     return ApiError(
-        code if isinstance(code, int) and 400 <= code < 500 else 502,
+        code if isinstance(code, int) and 400 <= code < 500 else UNIT_FAILED,
         error["message"],
         cause=error.get("cause") or f"{envelope['unit']} did not answer ({error['kind']}).",
         remediation=error.get("remediation") or "Check that the unit is on and reachable, then retry.",
@@ -294,7 +297,7 @@ class ConfigFilesApi:
     async def unit_configs(self, request: IRequest, unit: str) -> UnitConfigs:
         """Each unit's merged config (``$broadcast``: the leader and every worker); units that fail are under errors.
 
-        A single named unit that fails is this request's error: its own 4xx, else 502.
+        A single named unit that fails is this request's error: its own 4xx, else 424.
         """
         units = await self._db.read(cluster_targets, unit, self._leader)
         envelopes: dict[str, dict[str, Any]] = {}
@@ -330,7 +333,7 @@ class ConfigFilesApi:
         if not envelope["ok"]:
             raise _unit_error(envelope)
         if not isinstance(envelope["value"], str):
-            raise ApiError(502, f"{unit} did not answer with text.", remediation="Update the appliance on that unit.")
+            raise ApiError(UNIT_FAILED, f"{unit} did not answer with text.", remediation="Update the appliance on that unit.")
         return _text(envelope["value"])
 
     @route(app, "/api/config/units/<unit>/specific", ["PATCH"], body=ConfigEdit, returns=ConfigSynced)

@@ -150,7 +150,7 @@ class ConfigFilesTests(LeaderApiTestCase):
         self.assertEqual(body["configs"]["leader"]["cluster.addresses"]["leader"], "10.0.0.1")
         self.assertEqual(list(body["errors"]), ["pio2"])
         self.assertEqual(self.fanout.calls, [("GET", ["pio1", "pio2"], "/unit_api/config/merged", None)])
-        await self.error("GET", "/api/config/units/pio2", 502, "Could not reach pio2")
+        await self.error("GET", "/api/config/units/pio2", 424, "Could not reach pio2")
         await self.error("GET", "/api/config/units/ghost", 400, "Unknown Pioreactor unit: ghost")
         await self.error("GET", "/api/config/units/127.0.0.1", 400, "Unknown Pioreactor unit")
 
@@ -166,7 +166,7 @@ class ConfigFilesTests(LeaderApiTestCase):
         body = await self.call("PATCH", "/api/config/units/pio1/specific", expect=200, json={"code": code})
         self.assertEqual(body["status"], "success")
         self.fanout.down.add("pio1")
-        await self.error("PATCH", "/api/config/units/pio1/specific", 502, "Could not reach pio1", json={"code": code + "[x]\n"})
+        await self.error("PATCH", "/api/config/units/pio1/specific", 424, "Could not reach pio1", json={"code": code + "[x]\n"})
         rows = await self.history("/api/config/units/pio1/specific/history")
         self.assertEqual([r["data"] for r in rows], [code])  # the refused edit is not recorded
         self.assertEqual(await self.history("/api/config/units/pio2/specific/history"), [])
