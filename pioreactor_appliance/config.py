@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import configparser
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -144,3 +146,41 @@ class Config:
     @property
     def leader_hostname(self) -> str:
         return self.get_str("cluster.topology", "leader_hostname")
+
+
+def write_checked(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that the file is either the old one or the whole new one (blocking).
+
+    The text goes to a temporary file beside it, is read back and parsed (what is
+    on disk is what was checked), synced, then renamed over the old one.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        parse_text(Path(temporary).read_text(encoding="utf-8"), path.name)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
+
+
+def check_shared(parser: configparser.ConfigParser) -> None:
+    """What a cluster's ``config.ini`` must hold: where the leader is, as a host name or address, never a URL."""
+    topology = parser["cluster.topology"] if parser.has_section("cluster.topology") else {}
+    missing = [f"[cluster.topology] {key}" for key in ("leader_hostname", "leader_address") if not topology.get(key)]
+    if missing:
+        raise ConfigError(f"{SHARED_NAME}: missing required field(s): {', '.join(missing)}")
+    for section in ("cluster.topology", "cluster.addresses", "mqtt"):
+        if not parser.has_section(section):
+            continue
+        for key, value in parser.items(section, raw=True):
+            if value and value.strip().lower().startswith("http"):
+                raise ConfigError(f"{SHARED_NAME}: [{section}] {key} must be a host name or address, not a URL ({value!r})")

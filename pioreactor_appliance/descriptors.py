@@ -45,6 +45,15 @@ def _scalar(instance: Any, attribute: Any, value: Any) -> None:
         )
 
 
+TOPICS = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+
+
+def _topics(instance: Any, attribute: Any, value: Any) -> None:
+    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(t, str) for t in value)):
+        return
+    raise ValueError(f"{attribute.name} must be a topic or a list of topics")
+
+
 def _unique_keys(instance: Any, attribute: Any, value: list[Any]) -> None:
     keys = [item.key for item in value]
     repeated = sorted({k for k in keys if keys.count(k) > 1})
@@ -119,6 +128,49 @@ class AutomationDescriptor:
     fields: list[AutomationField] = field(factory=list, validator=_unique_keys)
 
 
+@define
+class ChartDescriptor:
+    """One chart of the UI's overview: where its data comes from (a table, live an MQTT topic) and how it is drawn."""
+
+    chart_key: str
+    data_source: str
+    title: str
+    y_axis_label: str
+    mqtt_topic: Any = field(validator=_topics, metadata={"json_schema": TOPICS})
+    source: str | None = None
+    fixed_decimals: int = 2
+    down_sample: bool = True
+    lookback: Any = field(default=None, validator=_scalar, metadata={"json_schema": JSON_SCALAR})
+    data_source_column: str | None = None
+    payload_key: str | None = None
+    y_transformation: str | None = None
+    y_axis_domain: list[float] | None = None
+    interpolation: str | None = None
+
+
+@define
+class SettingField:
+    key: str
+    label: str
+    type: Literal["numeric", "boolean", "string"]
+    default: Any = field(default=None, validator=_scalar, metadata={"json_schema": JSON_SCALAR})
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str | None = None
+
+
+@define
+class SettingsDescriptor:
+    """A collection of settings the UI lets a user edit together (``bioreactor``: the vessel's values)."""
+
+    key: str
+    display_name: str
+    description: str | None = None
+    source: str | None = None
+    fields: list[SettingField] = field(factory=list, validator=_unique_keys)
+
+
 def check_automation_type(automation_type: str) -> None:
     if automation_type not in AUTOMATION_TYPES:
         raise ApiError(
@@ -174,6 +226,22 @@ class Descriptors:
         return deferToThread(
             _load, [root / "jobs" for root in self._roots()], JobDescriptor, "job_name"
         )
+
+    def charts(self) -> Deferred[list[dict[str, Any]]]:
+        return deferToThread(_load, [root / "charts" for root in self._roots()], ChartDescriptor, "chart_key")
+
+    def settings(self, canonical: dict[str, dict[str, Any]]) -> Deferred[list[dict[str, Any]]]:
+        """The settings collections; ``canonical`` maps a field of the ``bioreactor`` collection to its true default, min, max."""
+
+        def load() -> list[dict[str, Any]]:
+            collections = _load([root / "settings" for root in self._roots()], SettingsDescriptor, "key")
+            for collection in collections:
+                if collection["key"] == "bioreactor":
+                    for item in collection["fields"]:
+                        item.update(canonical.get(item["key"], {}))
+            return collections
+
+        return deferToThread(load)
 
     def automations(self, automation_type: str) -> Deferred[list[dict[str, Any]]]:
         check_automation_type(automation_type)

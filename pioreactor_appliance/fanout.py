@@ -230,6 +230,9 @@ async def _read_json(response: Any) -> Any:
 
     await treq.collect(response, collect)
     raw = b"".join(chunks)
+    content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    if content_type.lower().startswith(b"text/plain") and 200 <= response.code < 300:
+        return raw.decode("utf-8", "replace")  # a unit's file served as text (its unit_config.ini)
     try:
         return json.loads(raw) if raw else None
     except ValueError:

@@ -16,7 +16,7 @@ from attrs import frozen
 from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredLock, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
 from twisted.python import usage
@@ -41,9 +41,11 @@ from .resources.backups import BackupsApi
 from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
+from .resources.config_files import ConfigFilesApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
+from .resources.leader_ui import LeaderUiApi
 from .resources.plugins import PluginsApi, PluginSettings
 from .resources.routing import Router, make_site
 from .resources.system import SystemApi, SystemSettings
@@ -263,16 +265,18 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     descriptors = Descriptors(settings.data_dir)
     commands = CommandRunner(reactor, reactor)
     system = SystemApi(commands, tasks, reactor, SystemSettings.from_config(config))
+    config_writing = DeferredLock()  # one writer at a time for the data directory's config files
+    bioreactor = Bioreactor(cache.cache, config, model_of(config), settings.unit)
     families: list[Any] = [
         UnitInfoApi(settings.unit, reactor, broker=mqtt, pigpiod=hardware_connection, local_cache=cache.cache, database=db),
         TaskResultsApi(tasks),
-        ConfigApi(settings.data_dir, config),
+        ConfigApi(settings.data_dir, config, config_writing),
         FilesApi(settings.data_dir, tasks, config.get_int("appliance", "served_file_max_bytes")),
         JobsApi(
             jobs,
             tasks,
             mqtt,
-            Bioreactor(cache.cache, config, model_of(config), settings.unit),
+            bioreactor,
             reactor,
             descriptors,
             settings.unit,
@@ -309,6 +313,8 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
             UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
+            ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing),
+            LeaderUiApi(descriptors, bioreactor, Path(config.get_str("appliance", "local_access_point_flag"))),
         ]
     else:
         fallbacks["/api"] = ApiError(

@@ -10,18 +10,25 @@ then renamed over the old one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from attrs import frozen
+from attrs import field, frozen
 from klein import Klein
 from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
-from ..config import DEFAULTS, SHARED_NAME, UNIT_NAME, Config, ConfigError, parse_text
+from ..config import (
+    DEFAULTS,
+    SHARED_NAME,
+    UNIT_NAME,
+    Config,
+    ConfigError,
+    check_shared,
+    parse_text,
+    write_checked,
+)
 from ..errors import ApiError
 from ..hardware.unit import HardwareSettings
 from ..limits import Limits
@@ -32,11 +39,19 @@ SECRET_WORDS = ("password", "secret", "api_key", "apikey", "token")
 REDACTED = "<redacted>"
 
 
+CONFIG_MAX_CHARACTERS = 256 * 1024
+
+
+def _bounded(instance: Any, attribute: Any, value: str) -> None:
+    if len(value) > CONFIG_MAX_CHARACTERS:
+        raise ValueError(f"{attribute.name}: a config file is at most {CONFIG_MAX_CHARACTERS} characters, not {len(value)}")
+
+
 @frozen
 class ConfigEdit:
-    """The whole new text of ``unit_config.ini``."""
+    """The whole new text of a config file."""
 
-    code: str
+    code: str = field(validator=_bounded, metadata={"json_schema": {"maxLength": CONFIG_MAX_CHARACTERS}})
 
 
 class ConfigSaved(TypedDict):
@@ -72,7 +87,7 @@ def merged_shape(config: Config) -> dict[str, dict[str, str]]:
     return sections
 
 
-def _check_startable(config: Config) -> None:
+def check_startable(config: Config) -> None:
     """What ``twistd pioreactor`` checks of a config before it starts, short of reading other files."""
     try:
         config.leader_hostname  # noqa: B018
@@ -88,7 +103,7 @@ def _check_startable(config: Config) -> None:
         ) from None
 
 
-def _bad_text(e: ConfigError) -> ApiError:
+def syntax_error(e: ConfigError) -> ApiError:
     return ApiError(
         400,
         "Incorrect syntax in the config.",
@@ -97,60 +112,59 @@ def _bad_text(e: ConfigError) -> ApiError:
     )
 
 
-def _write_checked(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that the file is either the old one or the whole new one."""
-    fd, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
+def layers(data_dir: Path, *, shared_text: str | None = None, unit_text: str | None = None) -> Config:
+    """The shipped defaults, ``config.ini`` and ``unit_config.ini`` (the given texts, else the files); blocking."""
+    found = [(str(DEFAULTS), parse_text(DEFAULTS.read_text(encoding="utf-8"), str(DEFAULTS)))]
+    for name, text in ((SHARED_NAME, shared_text), (UNIT_NAME, unit_text)):
+        if text is None:
+            path = data_dir / name
+            text = path.read_text(encoding="utf-8") if path.exists() else None
+        if text is not None:
+            found.append((name, parse_text(text, name)))
+    return Config.merge(found)
+
+
+def parse_shared(text: str) -> None:
+    """Blocking: 400 unless ``text`` parses and holds what every unit needs of ``config.ini``."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        parse_text(
-            Path(temporary).read_text(encoding="utf-8"), path.name
-        )  # what is on disk is what was checked
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
+        check_shared(parse_text(text, SHARED_NAME))
+    except ConfigError as e:
+        raise syntax_error(e) from None
+
+
+async def check_new_config(data_dir: Path, *, shared_text: str | None = None, unit_text: str | None = None) -> Config:
+    """400 unless the new text parses and, merged with this unit's other files, would start the unit."""
     try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
+        if shared_text is not None:
+            await deferToThread(parse_shared, shared_text)
+        if unit_text is not None:
+            await deferToThread(parse_text, unit_text, UNIT_NAME)
+    except ConfigError as e:
+        raise syntax_error(e) from None
+    try:
+        merged = await deferToThread(layers, data_dir, shared_text=shared_text, unit_text=unit_text)
+    except (ConfigError, OSError, UnicodeDecodeError) as e:
+        other = UNIT_NAME if shared_text is not None else SHARED_NAME
+        raise ApiError(
+            503,
+            f"The unit's {other} could not be read.",
+            cause=str(e),
+            remediation=f"Fix {other} on the unit.",
+        ) from None
+    check_startable(merged)
+    return merged
 
 
 class ConfigApi:
     app = Klein()
 
-    def __init__(self, data_dir: Path, running: Config) -> None:
+    def __init__(self, data_dir: Path, running: Config, writing: DeferredLock | None = None) -> None:
         self._data_dir = data_dir
         self._running = running
-        self._writing = DeferredLock()
+        self._writing = writing or DeferredLock()
 
     def _layers(self, unit_text: str | None) -> Config:
-        """The shipped defaults, ``config.ini`` and ``unit_config.ini`` (this text, or the file's); runs in a thread."""
-        layers = [
-            (
-                str(DEFAULTS),
-                parse_text(DEFAULTS.read_text(encoding="utf-8"), str(DEFAULTS)),
-            )
-        ]
-        shared = self._data_dir / SHARED_NAME
-        if shared.exists():
-            layers.append(
-                (
-                    SHARED_NAME,
-                    parse_text(shared.read_text(encoding="utf-8"), SHARED_NAME),
-                )
-            )
-        if unit_text is None:
-            unit = self._data_dir / UNIT_NAME
-            unit_text = unit.read_text(encoding="utf-8") if unit.exists() else None
-        if unit_text is not None:
-            layers.append((UNIT_NAME, parse_text(unit_text, UNIT_NAME)))
-        return Config.merge(layers)
+        return layers(self._data_dir, unit_text=unit_text)
 
     @route(app, "/unit_api/config/merged", ["GET"], returns=dict[str, dict[str, str]])
     async def merged(self, request: IRequest) -> dict[str, dict[str, str]]:
@@ -211,23 +225,23 @@ class ConfigApi:
         the file is then left as it was. Takes effect at the next start of the appliance.
         """
         text = body.code.replace("\u2013", "-").replace("\u2014", "-")
-        try:
-            await deferToThread(parse_text, text, UNIT_NAME)
-        except ConfigError as e:
-            raise _bad_text(e) from None
-        try:
-            merged = await deferToThread(self._layers, text)
-        except (ConfigError, OSError, UnicodeDecodeError) as e:
-            raise ApiError(
-                503,
-                "The shared config could not be read.",
-                cause=str(e),
-                remediation="Fix config.ini on the unit.",
-            ) from None
-        _check_startable(merged)
-        await self._writing.run(
-            deferToThread, _write_checked, self._data_dir / UNIT_NAME, text
-        )
+        merged = await check_new_config(self._data_dir, unit_text=text)
+        return await self._save(UNIT_NAME, text, merged)
+
+    @route(app, "/unit_api/config/shared", ["PATCH"], body=ConfigEdit, returns=ConfigSaved, dangerous=True)
+    async def save_shared(self, request: IRequest, body: ConfigEdit) -> ConfigSaved:
+        """Replace this unit's copy of the cluster's config.ini (the leader sends it after an edit there).
+
+        The same checks as unit_config.ini, plus the fields every unit needs
+        ([cluster.topology] leader_hostname and leader_address, [mqtt]); an
+        addition to the reference, which copied the file over SSH.
+        """
+        text = body.code.replace("\u2013", "-").replace("\u2014", "-")
+        merged = await check_new_config(self._data_dir, shared_text=text)
+        return await self._save(SHARED_NAME, text, merged)
+
+    async def _save(self, name: str, text: str, merged: Config) -> ConfigSaved:
+        await self._writing.run(deferToThread, write_checked, self._data_dir / name, text)
         changed = merged.sections != self._running.sections
         message = (
             "Saved; it takes effect when the appliance restarts (the running process read its config at start)."

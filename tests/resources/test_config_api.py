@@ -191,3 +191,21 @@ class ConfigApiTests(TestCase):
         self.assertEqual(
             (await request(self.stub, "POST", "/unit_api/config/merged"))[0], 405
         )
+
+    async def test_the_shared_config_is_replaced_once_it_would_start_this_unit(self) -> None:
+        new = SHARED + "\n[notes]\nlab=B12\n"
+        code, body = await request(self.stub, "PATCH", "/unit_api/config/shared", json={"code": new})
+        self.assertEqual((code, body["status"], body["restart_required"]), (200, "success", True), body)
+        self.assertEqual((self.root / "config.ini").read_text(), new)
+        for text, mention in (
+            ("[cluster.topology]\nleader_hostname=lead\n", "leader_address"),
+            ("[cluster.topology]\nleader_hostname=lead\nleader_address=https://lead\n", "not a URL"),
+            (SHARED + "[hardware]\nheater_max_duty=150\n", "heater_max_duty"),
+            ("[a]\n[a]\n", "duplicate section"),
+            ("#" * 300_000, "at most"),
+        ):
+            code, body = await request(self.stub, "PATCH", "/unit_api/config/shared", json={"code": text})
+            self.assertEqual(code, 400, body)
+            self.assertIn(mention, body["cause"])
+            self.assertEqual((self.root / "config.ini").read_text(), new)
+        self.assertEqual(sorted(p.name for p in self.root.iterdir()), ["config.ini", "unit_config.ini"])
