@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.task import deferLater
 
 from ..config import ConfigError
+from ..errors import ApiError
 from ..jobs.od_reading import AUTO_START, ODConfig, trimmed_mean
 from ..jobs.unit_state import LED_CHANNELS
 from .fitting import FitError, fit_poly
@@ -162,7 +163,7 @@ class Standards(Protocol):
         channels = sorted(self._signals(bench))
         photodiodes = bench.hardware.photodiodes
         if photodiodes is None:
-            raise RuntimeError("this unit's photodiode ADC is not supported")
+            raise ApiError(409, "this unit's photodiode ADC is not supported")
         intensity = od.ir_led_intensity if isinstance(od.ir_led_intensity, float) else AUTO_START
         await photodiodes.prepare()
         await self._ir(bench, od.ir_channel, intensity)

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
+from ..errors import ApiError
 from ..hardware.outputs import OutputRefused
 from .fitting import FitError, fit_poly
 from .protocol import Bench, Protocol, poly, save_calibration
@@ -142,7 +143,7 @@ class DurationBased(Protocol):
         try:
             started = pump.run_for(seconds, dc)
         except OutputRefused as e:  # another run of this pump: leave it be
-            raise RuntimeError(str(e)) from None
+            raise ApiError(409, str(e), remediation="Wait for the pump to stop, then continue to retry.") from None
         try:
             await started
             await deferLater(bench.clock, seconds)

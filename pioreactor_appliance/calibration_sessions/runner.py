@@ -12,13 +12,23 @@ import copy
 import uuid
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ..errors import ApiError
 from ..tasks import SUCCEEDED, Task, TaskRegistry, result_url_path
 from ..timestamps import iso_utc
 from .protocol import Bench, Protocol
-from .session import ABORT_MESSAGE, ABORTED, ACTION_ERROR, COMPLETE, IN_PROGRESS, NAMESPACE, PENDING_TASK, Session
+from .session import (
+    ABORT_MESSAGE,
+    ABORTED,
+    ACTION_ERROR,
+    COMPLETE,
+    IN_PROGRESS,
+    NAMESPACE,
+    PENDING_TASK,
+    Session,
+)
 from .steps import Action, InputError, Step
 
 log = Logger()
@@ -125,7 +135,7 @@ class CalibrationSessions:
         session.data[PENDING_TASK] = task.task_id
         session.data.pop(ACTION_ERROR, None)
         assert task.deferred is not None
-        task.deferred.addBoth(lambda _: self._landed(session.session_id, task, action))
+        task.deferred.addBoth(lambda _: Deferred.fromCoroutine(self._landed(session.session_id, task, action)))
 
     def _ended(self, session: Session, step: Step, why: str) -> None:
         session.data.pop(PENDING_TASK, None)

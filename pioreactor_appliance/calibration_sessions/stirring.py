@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 
+from ..errors import ApiError
 from .fitting import fit_poly
 from .protocol import Bench, Protocol, poly, save_calibration
 from .session import Session
@@ -91,7 +92,11 @@ class DcBased(Protocol):
         finally:
             await motor.off()
         if sum(rpm > 0 for rpm in rpms) < 2:
-            raise RuntimeError("the hall sensor saw the motor turn at fewer than two duty cycles; check the stir bar and the heating PCB")
+            raise ApiError(
+                409,
+                "the hall sensor saw the motor turn at fewer than two duty cycles",
+                remediation="Check the stir bar and that the heating PCB is connected, then continue to retry.",
+            )
         return {"dcs": dcs, "rpms": rpms}
 
     def _measured(self, session: Session, result: dict[str, Any]) -> str:
