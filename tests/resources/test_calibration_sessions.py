@@ -258,7 +258,7 @@ class BadInputTests(SessionsTestCase):
         await self.error("POST", path, 400, "The volume cannot be negative.", json={"inputs": {"volume_ml": -1}})
 
     async def test_od_reading_must_be_off(self) -> None:
-        config = Config.defaults().with_overrides([*FAST, ("od_config.photodiode_channel", "3", "135")])
+        config = Config.defaults().with_overrides([*FAST, ("od_config.photodiode_channel", "1", "135")])
         await self.start(config)
         protocols = await self.call("GET", "/unit_api/calibration_protocols", 200)
         self.assertEqual([p["id"] for p in protocols if p["protocol_name"] == "standards"], ["od_standards", "od135_standards", "od90_standards"])
