@@ -262,7 +262,12 @@ class BadInputTests(SessionsTestCase):
         await self.start(config)
         protocols = await self.call("GET", "/unit_api/calibration_protocols", 200)
         self.assertEqual([p["id"] for p in protocols if p["protocol_name"] == "standards"], ["od_standards", "od135_standards", "od90_standards"])
-        await self.unit.manager.run(RunRequest("od_reading", "exp1"))
+        starting = self.unit.manager.run(RunRequest("od_reading", "exp1"))
+        for _ in range(40):
+            if starting.called:
+                break
+            await self.unit.advance(0.25)
+        await starting
         await self.error("POST", SESSIONS, 400, "OD reading must be off before starting.", json={"target_device": "od", "protocol_name": "standards"})
 
 
