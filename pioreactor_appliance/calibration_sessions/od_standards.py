@@ -16,13 +16,18 @@ from .session import Session
 from .steps import Action, Field, InputError, Step, chart
 
 MIN_STANDARDS = 2
-OD_DEVICE_ANGLES = ("45", "90", "135")  # the reference calibrates these angles (and ``od`` for all of them)
+# The angles the reference calibrates (and ``od`` for all of them).
+OD_DEVICE_ANGLES = ("45", "90", "135")
 
 
 def od_devices(config: Any) -> list[str]:
     """``od<angle>`` per configured angle, and ``od`` when there are two or more; none if the OD config is unusable."""
     try:
-        angles = sorted(set(ODConfig.from_config(config, {}).signals.values()) & set(OD_DEVICE_ANGLES), key=int)
+        angles = sorted(
+            set(ODConfig.from_config(config, {}).signals.values())
+            & set(OD_DEVICE_ANGLES),
+            key=int,
+        )
     except ConfigError:
         return []
     return [f"od{angle}" for angle in angles] + (["od"] if len(angles) >= 2 else [])
@@ -36,13 +41,21 @@ def degree_for(count: int) -> int:
 class Standards(Protocol):
     protocol_name = "standards"
     title = "OD standards calibration"
-    description = "Calibrate the {device} photodiode readings against vials of known OD600."
-    requirements = ("Two or more vials of known OD600 (one can be clear media, OD600 0)", "OD reading off", "A spectrophotometer reading of each standard")
+    description = (
+        "Calibrate the {device} photodiode readings against vials of known OD600."
+    )
+    requirements = (
+        "Two or more vials of known OD600 (one can be clear media, OD600 0)",
+        "OD reading off",
+        "A spectrophotometer reading of each standard",
+    )
 
     def _signals(self, bench: Bench) -> dict[str, str]:
         """Photodiode channel -> angle, for the channels this device covers."""
         signals = ODConfig.from_config(bench.config, {}).signals
-        return {c: a for c, a in signals.items() if self.target_device in ("od", f"od{a}")}
+        return {
+            c: a for c, a in signals.items() if self.target_device in ("od", f"od{a}")
+        }
 
     def precondition(self, bench: Bench) -> str | None:
         if bench.running("od_reading"):
@@ -73,7 +86,15 @@ class Standards(Protocol):
                 "form",
                 f"Standard {count + 1}",
                 "Place the standard vial in the Pioreactor, then enter its OD600.",
-                (Field("od600", "OD600 of this standard", "float", minimum=0, min_error_msg="OD600 cannot be negative."),),
+                (
+                    Field(
+                        "od600",
+                        "OD600 of this standard",
+                        "float",
+                        minimum=0,
+                        min_error_msg="OD600 cannot be negative.",
+                    ),
+                ),
             )
         if step_id == "measure":
             return Step(
@@ -85,18 +106,33 @@ class Standards(Protocol):
             )
         if step_id == "another":
             latest = data["standards"][-1]
-            volts = ", ".join(f"channel {c}: {v:.4g} V" for c, v in latest["voltages"].items())
+            volts = ", ".join(
+                f"channel {c}: {v:.4g} V" for c, v in latest["voltages"].items()
+            )
             return Step(
                 "another",
                 "form",
                 "Another standard?",
                 f"Standard {count} (OD600 {latest['od600']:g}) read {volts}.",
-                (Field("another", "Measure another standard?", "bool", help_text=f"At least {MIN_STANDARDS} are needed."),),
+                (
+                    Field(
+                        "another",
+                        "Measure another standard?",
+                        "bool",
+                        help_text=f"At least {MIN_STANDARDS} are needed.",
+                    ),
+                ),
             )
         if step_id == "review":
             series: list[tuple[str, str, list[tuple[float, float]]]] = []
             for channel, fit in data["fits"].items():
-                series.append((f"pd{channel}", f"Channel {channel} ({fit['angle']}°)", list(zip(fit["od600s"], fit["voltages"], strict=True))))
+                series.append(
+                    (
+                        f"pd{channel}",
+                        f"Channel {channel} ({fit['angle']}°)",
+                        list(zip(fit["od600s"], fit["voltages"], strict=True)),
+                    )
+                )
             return Step(
                 "review",
                 "result",
@@ -109,7 +145,9 @@ class Standards(Protocol):
     def start_data(self, bench: Bench) -> dict[str, Any]:
         return {"standards": []}
 
-    async def advance(self, session: Session, values: dict[str, Any], bench: Bench) -> str | None:
+    async def advance(
+        self, session: Session, values: dict[str, Any], bench: Bench
+    ) -> str | None:
         step_id, data = session.step_id, session.data
         if step_id == "intro":
             return "standard"
@@ -120,7 +158,9 @@ class Standards(Protocol):
             if values["another"]:
                 return "standard"
             if len(data["standards"]) < MIN_STANDARDS:
-                raise InputError(f"At least {MIN_STANDARDS} standards are needed; measure another.")
+                raise InputError(
+                    f"At least {MIN_STANDARDS} standards are needed; measure another."
+                )
             data["fits"] = self._fits(data["standards"], self._signals(bench))
             return "review"
         if step_id == "review":
@@ -146,7 +186,9 @@ class Standards(Protocol):
             return "complete"
         return None
 
-    def _fits(self, standards: list[dict[str, Any]], signals: dict[str, str]) -> dict[str, dict[str, Any]]:
+    def _fits(
+        self, standards: list[dict[str, Any]], signals: dict[str, str]
+    ) -> dict[str, dict[str, Any]]:
         fits = {}
         for channel, angle in signals.items():
             od600s = [s["od600"] for s in standards]
@@ -154,8 +196,15 @@ class Standards(Protocol):
             try:
                 coefficients = fit_poly(od600s, voltages, degree_for(len(set(od600s))))
             except FitError as e:
-                raise InputError(f"Cannot fit channel {channel}: {e}; measure standards of different OD600.") from None
-            fits[channel] = {"angle": angle, "od600s": od600s, "voltages": voltages, "coefficients": coefficients}
+                raise InputError(
+                    f"Cannot fit channel {channel}: {e}; measure standards of different OD600."
+                ) from None
+            fits[channel] = {
+                "angle": angle,
+                "od600s": od600s,
+                "voltages": voltages,
+                "coefficients": coefficients,
+            }
         return fits
 
     async def _measure(self, bench: Bench) -> dict[str, Any]:
@@ -164,18 +213,29 @@ class Standards(Protocol):
         photodiodes = bench.hardware.photodiodes
         if photodiodes is None:
             raise ApiError(409, "this unit's photodiode ADC is not supported")
-        intensity = od.ir_led_intensity if isinstance(od.ir_led_intensity, float) else AUTO_START
+        intensity = (
+            od.ir_led_intensity
+            if isinstance(od.ir_led_intensity, float)
+            else AUTO_START
+        )
         await photodiodes.prepare()
         await self._ir(bench, od.ir_channel, intensity)
         try:
             await deferLater(bench.clock, bench.settings.od_settle_seconds)
-            samples = await photodiodes.burst([int(c) for c in channels], od.rounds, od.burst_seconds)
+            samples = await photodiodes.burst(
+                [int(c) for c in channels], od.rounds, od.burst_seconds
+            )
         finally:
             await self._ir(bench, od.ir_channel, 0.0)
-        return {"voltages": {c: round(trimmed_mean(samples[int(c)]), 6) for c in channels}, "ir_led_intensity": intensity}
+        return {
+            "voltages": {c: round(trimmed_mean(samples[int(c)]), 6) for c in channels},
+            "ir_led_intensity": intensity,
+        }
 
     def _measured(self, session: Session, result: dict[str, Any]) -> str:
-        session.data["standards"].append({"od600": session.data.pop("od600"), "voltages": result["voltages"]})
+        session.data["standards"].append(
+            {"od600": session.data.pop("od600"), "voltages": result["voltages"]}
+        )
         session.data["ir_led_intensity"] = result["ir_led_intensity"]
         return "another"
 

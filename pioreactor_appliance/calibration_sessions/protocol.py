@@ -22,14 +22,20 @@ from .steps import Step
 SECTION = "calibration_sessions"
 
 
-def _seconds_list(config: Config, key: str, low: float, high: float) -> tuple[float, ...]:
+def _seconds_list(
+    config: Config, key: str, low: float, high: float
+) -> tuple[float, ...]:
     text = config.get_str(SECTION, key)
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ConfigError(f"[{SECTION}] {key} is a comma-separated list of numbers, not {text!r}") from None
+        raise ConfigError(
+            f"[{SECTION}] {key} is a comma-separated list of numbers, not {text!r}"
+        ) from None
     if len(values) < 2 or not all(low <= v <= high for v in values):
-        raise ConfigError(f"[{SECTION}] {key} needs two or more values within {low:g}-{high:g}, not {text!r}")
+        raise ConfigError(
+            f"[{SECTION}] {key} needs two or more values within {low:g}-{high:g}, not {text!r}"
+        )
     return values
 
 
@@ -46,12 +52,21 @@ class SessionSettings:
     @classmethod
     def from_config(cls, config: Config) -> SessionSettings:
         pump_max = config.get_float("hardware", "pump_max_seconds")
-        settle = {key: config.get_float(SECTION, key) for key in ("stirring_settle_seconds", "stirring_measure_seconds", "od_settle_seconds")}
+        settle = {
+            key: config.get_float(SECTION, key)
+            for key in (
+                "stirring_settle_seconds",
+                "stirring_measure_seconds",
+                "od_settle_seconds",
+            )
+        }
         for key, value in settle.items():
             if not 0 <= value <= 600:
                 raise ConfigError(f"[{SECTION}] {key} is 0-600 s, not {value:g}")
         return cls(
-            pump_durations=_seconds_list(config, "pump_durations_seconds", 0.1, pump_max),
+            pump_durations=_seconds_list(
+                config, "pump_durations_seconds", 0.1, pump_max
+            ),
             stirring_duty_cycles=_seconds_list(config, "stirring_duty_cycles", 0, 100),
             **settle,
         )
@@ -149,7 +164,9 @@ class Protocol:
         """The session's current step."""
         raise NotImplementedError
 
-    async def advance(self, session: Session, values: dict[str, Any], bench: Bench) -> str | None:
+    async def advance(
+        self, session: Session, values: dict[str, Any], bench: Bench
+    ) -> str | None:
         """Take a step's values (already typed and bounded); the next step's id, or None to stay."""
         raise NotImplementedError
 

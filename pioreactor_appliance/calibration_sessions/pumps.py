@@ -13,7 +13,11 @@ from .protocol import Bench, Protocol, poly, save_calibration
 from .session import Session
 from .steps import Action, Field, InputError, Step, chart
 
-PUMP_DEVICES = {"media_pump": "media", "alt_media_pump": "alt_media", "waste_pump": "waste"}
+PUMP_DEVICES = {
+    "media_pump": "media",
+    "alt_media_pump": "alt_media",
+    "waste_pump": "waste",
+}
 
 
 class DurationBased(Protocol):
@@ -48,8 +52,22 @@ class DurationBased(Protocol):
                 "Pump settings",
                 "The PWM the pump runs at while calibrating; dosing uses the calibration at these settings.",
                 (
-                    Field("hz", "PWM frequency (Hz)", "float", default=data["hz"], minimum=0.1, maximum=10000),
-                    Field("dc", "Duty cycle (%)", "float", default=100.0, minimum=1, maximum=100),
+                    Field(
+                        "hz",
+                        "PWM frequency (Hz)",
+                        "float",
+                        default=data["hz"],
+                        minimum=0.1,
+                        maximum=10000,
+                    ),
+                    Field(
+                        "dc",
+                        "Duty cycle (%)",
+                        "float",
+                        default=100.0,
+                        minimum=1,
+                        maximum=100,
+                    ),
                 ),
             )
         if step_id == "tubing":
@@ -68,7 +86,11 @@ class DurationBased(Protocol):
                 "action",
                 f"Run {run} of {len(data['durations'])}",
                 f"The pump runs for {seconds:g} s.",
-                action=Action("Pump run", lambda bench: self._run(bench, seconds, data["dc"]), lambda session, result: f"volume_{run}"),
+                action=Action(
+                    "Pump run",
+                    lambda bench: self._run(bench, seconds, data["dc"]),
+                    lambda session, result: f"volume_{run}",
+                ),
             )
         if step_id.startswith("volume_"):
             run = int(step_id[7:])
@@ -77,7 +99,15 @@ class DurationBased(Protocol):
                 "form",
                 f"Volume of run {run}",
                 f"Enter the volume the pump moved in {data['durations'][run - 1]:g} s, then empty the container.",
-                (Field("volume_ml", "Volume (ml)", "float", minimum=0, min_error_msg="The volume cannot be negative."),),
+                (
+                    Field(
+                        "volume_ml",
+                        "Volume (ml)",
+                        "float",
+                        minimum=0,
+                        min_error_msg="The volume cannot be negative.",
+                    ),
+                ),
             )
         if step_id == "review":
             slope, bias = data["coefficients"]
@@ -88,20 +118,34 @@ class DurationBased(Protocol):
                 "result",
                 "Review the fit",
                 f"Volume = {slope:.4g} ml/s × duration + {bias:.4g} ml. Continue to save it as the active calibration.",
-                metadata={"chart": chart("Pump calibration", "Duration (s)", "Volume (ml)", [("measured", "Measured", points), ("fit", "Fit", line)])},
+                metadata={
+                    "chart": chart(
+                        "Pump calibration",
+                        "Duration (s)",
+                        "Volume (ml)",
+                        [("measured", "Measured", points), ("fit", "Fit", line)],
+                    )
+                },
             )
         raise KeyError(step_id)
 
     def start_data(self, bench: Bench) -> dict[str, Any]:
-        return {"durations": list(bench.settings.pump_durations), "hz": float(bench.hardware.pumps[self.pump_name].frequency_hz)}
+        return {
+            "durations": list(bench.settings.pump_durations),
+            "hz": float(bench.hardware.pumps[self.pump_name].frequency_hz),
+        }
 
-    async def advance(self, session: Session, values: dict[str, Any], bench: Bench) -> str | None:
+    async def advance(
+        self, session: Session, values: dict[str, Any], bench: Bench
+    ) -> str | None:
         step_id, data = session.step_id, session.data
         if step_id == "intro":
             return "pwm_settings"
         if step_id == "pwm_settings":
             if values["hz"] != data["hz"]:
-                raise InputError(f"Invalid 'hz': this unit's pumps run at {data['hz']:g} Hz.")
+                raise InputError(
+                    f"Invalid 'hz': this unit's pumps run at {data['hz']:g} Hz."
+                )
             data["dc"] = values["dc"]
             return "tubing"
         if step_id == "tubing":
@@ -119,7 +163,9 @@ class DurationBased(Protocol):
         if step_id == "review":
             slope, _ = data["coefficients"]
             if slope <= 0:
-                raise InputError("The volumes do not rise with duration; abort, check the pump and tubing, and start again.")
+                raise InputError(
+                    "The volumes do not rise with duration; abort, check the pump and tubing, and start again."
+                )
             saved = await save_calibration(
                 bench,
                 self.target_device,
@@ -143,7 +189,11 @@ class DurationBased(Protocol):
         try:
             started = pump.run_for(seconds, dc)
         except OutputRefused as e:  # another run of this pump: leave it be
-            raise ApiError(409, str(e), remediation="Wait for the pump to stop, then continue to retry.") from None
+            raise ApiError(
+                409,
+                str(e),
+                remediation="Wait for the pump to stop, then continue to retry.",
+            ) from None
         try:
             await started
             await deferLater(bench.clock, seconds)

@@ -40,7 +40,9 @@ def bad_input(message: str, remediation: str) -> ApiError:
 
 
 class CalibrationSessions:
-    def __init__(self, bench: Bench, tasks: TaskRegistry, protocols: list[Protocol]) -> None:
+    def __init__(
+        self, bench: Bench, tasks: TaskRegistry, protocols: list[Protocol]
+    ) -> None:
         self._bench = bench
         self._tasks = tasks
         self._protocols = {(p.target_device, p.protocol_name): p for p in protocols}
@@ -56,7 +58,11 @@ class CalibrationSessions:
 
     def _load(self, session_id: str) -> Session | None:
         stored = self._bench.cache.get(NAMESPACE, session_id)
-        return None if not isinstance(stored, dict) else Session.from_json(copy.deepcopy(stored))
+        return (
+            None
+            if not isinstance(stored, dict)
+            else Session.from_json(copy.deepcopy(stored))
+        )
 
     async def _save(self, session: Session) -> None:
         session.updated_at = self._now()
@@ -73,7 +79,9 @@ class CalibrationSessions:
             )
         if session.pending_task and not self._task(session.pending_task):
             # The task is gone (the unit restarted, or it was pruned): the run did not finish, so offer it again.
-            self._ended(session, self._step(session), "the unit restarted before it finished")
+            self._ended(
+                session, self._step(session), "the unit restarted before it finished"
+            )
             await self._save(session)
         return session
 
@@ -116,10 +124,16 @@ class CalibrationSessions:
             metadata = rendered["metadata"] = dict(rendered["metadata"])
             task = self._task(session.pending_task) if session.pending_task else None
             if task is not None:
-                metadata["task"] = {"task_id": task.task_id, "result_url_path": result_url_path(task.task_id), "status": task.status}
+                metadata["task"] = {
+                    "task_id": task.task_id,
+                    "result_url_path": result_url_path(task.task_id),
+                    "status": task.status,
+                }
             if ACTION_ERROR in session.data:
                 metadata["error"] = session.data[ACTION_ERROR]
-                rendered["body"] += f" The last attempt failed: {session.data[ACTION_ERROR]} Continue to try again."
+                rendered["body"] += (
+                    f" The last attempt failed: {session.data[ACTION_ERROR]} Continue to try again."
+                )
         return {"session": session.as_json(), "step": rendered}
 
     # --- actions -----------------------------------------------------------------
@@ -135,7 +149,11 @@ class CalibrationSessions:
         session.data[PENDING_TASK] = task.task_id
         session.data.pop(ACTION_ERROR, None)
         assert task.deferred is not None
-        task.deferred.addBoth(lambda _: Deferred.fromCoroutine(self._landed(session.session_id, task, action)))
+        task.deferred.addBoth(
+            lambda _: Deferred.fromCoroutine(
+                self._landed(session.session_id, task, action)
+            )
+        )
 
     def _ended(self, session: Session, step: Step, why: str) -> None:
         session.data.pop(PENDING_TASK, None)
@@ -144,21 +162,35 @@ class CalibrationSessions:
 
     async def _landed(self, session_id: str, task: Task, action: Action) -> None:
         session = self._load(session_id)
-        if session is None or session.status != IN_PROGRESS or session.pending_task != task.task_id:
+        if (
+            session is None
+            or session.status != IN_PROGRESS
+            or session.pending_task != task.task_id
+        ):
             return  # aborted meanwhile: the abort already put the hardware in its safe state
         try:
             if task.status == SUCCEEDED:
                 session.data.pop(PENDING_TASK)
                 session.step_id = action.done(session, task.result)
             else:
-                self._ended(session, self._step(session), task.error.error if task.error else "unknown error")
+                self._ended(
+                    session,
+                    self._step(session),
+                    task.error.error if task.error else "unknown error",
+                )
         except Exception as e:
-            log.failure("Calibration session {session_id} could not take its action's result", session_id=session_id)
+            log.failure(
+                "Calibration session {session_id} could not take its action's result",
+                session_id=session_id,
+            )
             self._ended(session, self._step(session), str(e))
         try:
             await self._save(session)
         except Exception:
-            log.failure("Calibration session {session_id} could not be saved", session_id=session_id)
+            log.failure(
+                "Calibration session {session_id} could not be saved",
+                session_id=session_id,
+            )
 
     # --- the routes' operations ----------------------------------------------------
 
@@ -171,7 +203,16 @@ class CalibrationSessions:
             )
         self._check(protocol)
         now = self._now()
-        session = Session(uuid.uuid4().hex, protocol_name, target_device, IN_PROGRESS, "intro", protocol.start_data(self._bench), now, now)
+        session = Session(
+            uuid.uuid4().hex,
+            protocol_name,
+            target_device,
+            IN_PROGRESS,
+            "intro",
+            protocol.start_data(self._bench),
+            now,
+            now,
+        )
         await self._save(session)
         return self.view(session)
 
@@ -193,7 +234,9 @@ class CalibrationSessions:
                 values = step.read(inputs)
                 next_step = await protocol.advance(session, values, self._bench)
             except InputError as e:
-                raise bad_input(str(e), "Correct the input and send it again.") from None
+                raise bad_input(
+                    str(e), "Correct the input and send it again."
+                ) from None
             if next_step is not None and session.status == IN_PROGRESS:
                 session.step_id = next_step
                 following = protocol.step(session)
@@ -214,10 +257,15 @@ class CalibrationSessions:
         session.data.pop(PENDING_TASK, None)
         session.status, session.error = ABORTED, ABORT_MESSAGE
         await self._save(session)
-        if pending is not None and pending.deferred is not None and not pending.finished:
+        if (
+            pending is not None
+            and pending.deferred is not None
+            and not pending.finished
+        ):
             pending.deferred.cancel()
         protocol = self._protocols.get((session.target_device, session.protocol_name))
-        if pending is not None and protocol is not None:  # only a running action has hardware on
+        # Only a running action has hardware on.
+        if pending is not None and protocol is not None:
             try:
                 await protocol.cleanup(self._bench)
             except Exception as e:

@@ -79,21 +79,29 @@ class Field:
             raise InputError(f"Invalid '{name}', expected yes or no.")
         if self.field_type == "float_list":
             items = raw.split(",") if isinstance(raw, str) else raw
-            numbers = [_number(item) for item in items] if isinstance(items, list) else [None]
+            numbers = (
+                [_number(item) for item in items] if isinstance(items, list) else [None]
+            )
             if not numbers or any(n is None for n in numbers):
                 raise InputError(f"Invalid '{name}', expected list of numbers.")
             return numbers
         if not isinstance(raw, str) or not raw.strip():
             raise InputError(f"Invalid '{name}', expected text.")
         if self.field_type == "choice" and raw not in (self.options or ()):
-            raise InputError(f"Invalid '{name}', expected one of: {', '.join(self.options or ())}.")
+            raise InputError(
+                f"Invalid '{name}', expected one of: {', '.join(self.options or ())}."
+            )
         return raw.strip()
 
     def _check_bounds(self, number: float) -> None:
         if self.minimum is not None and number < self.minimum:
-            raise InputError(self.min_error_msg or f"'{self.name}' must be >= {self.minimum:g}.")
+            raise InputError(
+                self.min_error_msg or f"'{self.name}' must be >= {self.minimum:g}."
+            )
         if self.maximum is not None and number > self.maximum:
-            raise InputError(self.max_error_msg or f"'{self.name}' must be <= {self.maximum:g}.")
+            raise InputError(
+                self.max_error_msg or f"'{self.name}' must be <= {self.maximum:g}."
+            )
 
 
 def _number(raw: Any) -> float | None:
@@ -128,7 +136,8 @@ class Step:
     body: str = ""
     fields: tuple[Field, ...] = ()
     metadata: dict[str, Any] = field(factory=dict)
-    action: Action | None = None  # for an action step: what it runs (not shown to clients)
+    # For an action step: what it runs (not shown to clients).
+    action: Action | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -145,7 +154,9 @@ class Step:
         values = {}
         for f in self.fields:
             raw = inputs.get(f.name)
-            if raw is None or (isinstance(raw, str) and not raw.strip() and f.field_type != "string"):
+            if raw is None or (
+                isinstance(raw, str) and not raw.strip() and f.field_type != "string"
+            ):
                 if f.required:
                     raise InputError(f"Missing '{f.name}'.")
                 values[f.name] = f.default
@@ -154,11 +165,19 @@ class Step:
         return values
 
 
-def chart(title: str, x_label: str, y_label: str, series: list[tuple[str, str, list[tuple[float, float]]]]) -> dict[str, Any]:
+def chart(
+    title: str,
+    x_label: str,
+    y_label: str,
+    series: list[tuple[str, str, list[tuple[float, float]]]],
+) -> dict[str, Any]:
     """The reference's ``chart`` metadata: series of (id, label, points)."""
     return {
         "title": title,
         "x_label": x_label,
         "y_label": y_label,
-        "series": [{"id": sid, "label": label, "points": [{"x": x, "y": y} for x, y in points]} for sid, label, points in series],
+        "series": [
+            {"id": sid, "label": label, "points": [{"x": x, "y": y} for x, y in points]}
+            for sid, label, points in series
+        ],
     }

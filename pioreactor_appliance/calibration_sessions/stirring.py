@@ -17,10 +17,18 @@ class DcBased(Protocol):
     protocol_name = "dc_based"
     title = "Duty-cycle stirring calibration"
     description = "Map the {device} motor's duty cycle to its RPM, so stirring starts close to its target."
-    requirements = ("Pioreactor vial with water and a stir bar", "Stirring job off", "Hall sensor (heating PCB) connected")
+    requirements = (
+        "Pioreactor vial with water and a stir bar",
+        "Stirring job off",
+        "Hall sensor (heating PCB) connected",
+    )
 
     def precondition(self, bench: Bench) -> str | None:
-        return "Stirring must be off before starting." if bench.running("stirring") else None
+        return (
+            "Stirring must be off before starting."
+            if bench.running("stirring")
+            else None
+        )
 
     def step(self, session: Session) -> Step:
         step_id, data = session.step_id, session.data
@@ -37,26 +45,42 @@ class DcBased(Protocol):
                 "measure",
                 "action",
                 "Measuring RPM",
-                "The stirring motor steps through " + ", ".join(f"{dc:g}" for dc in data["duty_cycles"]) + " % duty cycle.",
+                "The stirring motor steps through "
+                + ", ".join(f"{dc:g}" for dc in data["duty_cycles"])
+                + " % duty cycle.",
                 action=Action("Stirring calibration", self._measure, self._measured),
             )
         if step_id == "review":
             slope, bias = data["coefficients"]
             points = list(zip(data["dcs"], data["rpms"], strict=True))
-            line = [(dc, slope * dc + bias) for dc in (min(data["dcs"]), max(data["dcs"]))]
+            line = [
+                (dc, slope * dc + bias) for dc in (min(data["dcs"]), max(data["dcs"]))
+            ]
             return Step(
                 "review",
                 "result",
                 "Review the fit",
                 f"RPM = {slope:.4g} × duty cycle + {bias:.4g}. Continue to save it as the active calibration.",
-                metadata={"chart": chart("Stirring calibration", "DC %", "RPM", [("measured", "Measured", points), ("fit", "Fit", line)])},
+                metadata={
+                    "chart": chart(
+                        "Stirring calibration",
+                        "DC %",
+                        "RPM",
+                        [("measured", "Measured", points), ("fit", "Fit", line)],
+                    )
+                },
             )
         raise KeyError(step_id)
 
     def start_data(self, bench: Bench) -> dict[str, Any]:
-        return {"duty_cycles": list(bench.settings.stirring_duty_cycles), "pwm_hz": float(bench.hardware.stirring.frequency_hz)}
+        return {
+            "duty_cycles": list(bench.settings.stirring_duty_cycles),
+            "pwm_hz": float(bench.hardware.stirring.frequency_hz),
+        }
 
-    async def advance(self, session: Session, values: dict[str, Any], bench: Bench) -> str | None:
+    async def advance(
+        self, session: Session, values: dict[str, Any], bench: Bench
+    ) -> str | None:
         data = session.data
         if session.step_id == "intro":
             return "measure"
@@ -79,7 +103,11 @@ class DcBased(Protocol):
         raise InputError(f"Unexpected step '{session.step_id}'.")
 
     async def _measure(self, bench: Bench) -> dict[str, Any]:
-        motor, tachometer, settings = bench.hardware.stirring, bench.hardware.tachometer, bench.settings
+        motor, tachometer, settings = (
+            bench.hardware.stirring,
+            bench.hardware.tachometer,
+            bench.settings,
+        )
         dcs, rpms = [], []
         try:
             for dc in settings.stirring_duty_cycles:
@@ -101,10 +129,16 @@ class DcBased(Protocol):
 
     def _measured(self, session: Session, result: dict[str, Any]) -> str:
         """Keep the points where the motor turned (below its stall duty it reads 0) and fit a line to them."""
-        turning = [(dc, rpm) for dc, rpm in zip(result["dcs"], result["rpms"], strict=True) if rpm > 0]
+        turning = [
+            (dc, rpm)
+            for dc, rpm in zip(result["dcs"], result["rpms"], strict=True)
+            if rpm > 0
+        ]
         session.data["dcs"] = [dc for dc, _ in turning]
         session.data["rpms"] = [rpm for _, rpm in turning]
-        session.data["coefficients"] = fit_poly(session.data["dcs"], session.data["rpms"], 1)
+        session.data["coefficients"] = fit_poly(
+            session.data["dcs"], session.data["rpms"], 1
+        )
         return "review"
 
     async def cleanup(self, bench: Bench) -> None:

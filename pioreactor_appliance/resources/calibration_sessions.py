@@ -79,7 +79,7 @@ def _payload(request: IRequest, empty: dict[str, Any] | None = None) -> dict[str
         return empty
     try:
         document = json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         document = None
     if not isinstance(document, dict):
         raise ApiError(
@@ -97,28 +97,58 @@ class CalibrationSessionsApi:
     def __init__(self, sessions: CalibrationSessions) -> None:
         self._sessions = sessions
 
-    @route(app, "/unit_api/calibration_protocols", ["GET"], returns=list[CalibrationProtocol])
+    @route(
+        app,
+        "/unit_api/calibration_protocols",
+        ["GET"],
+        returns=list[CalibrationProtocol],
+    )
     def protocols(self, request: IRequest) -> list[dict[str, Any]]:
         """The guided calibration protocols this unit can run, by device, priority and title."""
         cache_for(request, PROTOCOLS_MAX_AGE)
         return self._sessions.listing()
 
-    @route(app, "/unit_api/calibrations/sessions", ["POST"], returns=SessionView, status=201)
+    @route(
+        app,
+        "/unit_api/calibrations/sessions",
+        ["POST"],
+        returns=SessionView,
+        status=201,
+    )
     async def create(self, request: IRequest) -> Reply:
         """Start a calibration session: body {"target_device", "protocol_name"}; answers with its first step."""
         payload = _payload(request)
         for name in ("target_device", "protocol_name"):
             if not isinstance(payload.get(name), str) or not payload[name]:
-                raise ApiError(400, f"Missing '{name}'.", remediation="GET /unit_api/calibration_protocols lists the pairs this unit takes.")
-        return Reply(await self._sessions.create(payload["target_device"], payload["protocol_name"]), code=201)
+                raise ApiError(
+                    400,
+                    f"Missing '{name}'.",
+                    remediation="GET /unit_api/calibration_protocols lists the pairs this unit takes.",
+                )
+        return Reply(
+            await self._sessions.create(
+                payload["target_device"], payload["protocol_name"]
+            ),
+            code=201,
+        )
 
-    @route(app, "/unit_api/calibrations/sessions/<session_id>", ["GET"], returns=SessionView)
+    @route(
+        app,
+        "/unit_api/calibrations/sessions/<session_id>",
+        ["GET"],
+        returns=SessionView,
+    )
     async def session(self, request: IRequest, session_id: str) -> dict[str, Any]:
         """A session and its current step; an action step's metadata names the task it is running."""
         request.setHeader(b"cache-control", b"no-store")
         return await self._sessions.get(session_id)
 
-    @route(app, "/unit_api/calibrations/sessions/<session_id>/inputs", ["POST"], returns=SessionView)
+    @route(
+        app,
+        "/unit_api/calibrations/sessions/<session_id>/inputs",
+        ["POST"],
+        returns=SessionView,
+    )
     async def inputs(self, request: IRequest, session_id: str) -> dict[str, Any]:
         """Answer the current step: body {"inputs": {field: value}}.
 
@@ -129,10 +159,19 @@ class CalibrationSessionsApi:
         if inputs is None:
             inputs = {}
         if not isinstance(inputs, dict):
-            raise ApiError(400, "Invalid 'inputs', expected an object.", remediation='Send {"inputs": {"field": value}}.')
+            raise ApiError(
+                400,
+                "Invalid 'inputs', expected an object.",
+                remediation='Send {"inputs": {"field": value}}.',
+            )
         return await self._sessions.inputs(session_id, inputs)
 
-    @route(app, "/unit_api/calibrations/sessions/<session_id>/abort", ["POST"], returns=SessionView)
+    @route(
+        app,
+        "/unit_api/calibrations/sessions/<session_id>/abort",
+        ["POST"],
+        returns=SessionView,
+    )
     async def abort(self, request: IRequest, session_id: str) -> dict[str, Any]:
         """End a session as aborted; a running hardware step is stopped and its hardware turned off."""
         return await self._sessions.abort(session_id)

@@ -11,19 +11,31 @@ from pioreactor_appliance.config import Config, ConfigError
 
 
 def angles(**channels: str) -> Config:
-    return Config.defaults().with_overrides([("od_config.photodiode_channel", c, a) for c, a in channels.items()])
+    return Config.defaults().with_overrides(
+        [("od_config.photodiode_channel", c, a) for c, a in channels.items()]
+    )
 
 
 class RegistryTests(SynchronousTestCase):
     def test_od_devices_follow_the_configured_angles(self) -> None:
         self.assertEqual(od_devices(Config.defaults()), ["od90"])
-        self.assertEqual(od_devices(angles(**{"1": "45", "3": "135"})), ["od45", "od90", "od135", "od"])
-        self.assertEqual(od_devices(angles(**{"2": "180"})), [])  # the reference has no od180 device
-        self.assertEqual(od_devices(angles(**{"2": "bogus"})), [])  # an unusable OD config offers none
+        self.assertEqual(
+            od_devices(angles(**{"1": "45", "3": "135"})),
+            ["od45", "od90", "od135", "od"],
+        )
+        self.assertEqual(
+            od_devices(angles(**{"2": "180"})), []
+        )  # the reference has no od180 device
+        self.assertEqual(
+            od_devices(angles(**{"2": "bogus"})), []
+        )  # an unusable OD config offers none
 
     def test_sorted_by_device_priority_title(self) -> None:
         listed = [p.listing() for p in core_protocols(angles(**{"1": "45"}))]
-        self.assertEqual([p["target_device"] for p in listed], sorted(p["target_device"] for p in listed))
+        self.assertEqual(
+            [p["target_device"] for p in listed],
+            sorted(p["target_device"] for p in listed),
+        )
         self.assertEqual(listed[0]["id"], "alt_media_pump_duration_based")
         self.assertIn("alt media pump", listed[0]["description"])
 
@@ -39,5 +51,7 @@ class SettingsTests(SynchronousTestCase):
             ("stirring_duty_cycles", "10,120"),
             ("od_settle_seconds", "-1"),
         ):
-            config = Config.defaults().with_overrides([("calibration_sessions", key, value)])
+            config = Config.defaults().with_overrides(
+                [("calibration_sessions", key, value)]
+            )
             self.assertRaises(ConfigError, SessionSettings.from_config, config)

@@ -9,10 +9,29 @@ from pioreactor_appliance.calibration_sessions.steps import Field, InputError, S
 
 class FieldTests(SynchronousTestCase):
     def test_json_shape(self) -> None:
-        rendered = Field("hz", "PWM frequency (Hz)", "float", default=250.0, minimum=0.1, maximum=10000).as_json()
+        rendered = Field(
+            "hz",
+            "PWM frequency (Hz)",
+            "float",
+            default=250.0,
+            minimum=0.1,
+            maximum=10000,
+        ).as_json()
         self.assertEqual(
             list(rendered),
-            ["name", "label", "field_type", "required", "default", "options", "minimum", "maximum", "min_error_msg", "max_error_msg", "help_text"],
+            [
+                "name",
+                "label",
+                "field_type",
+                "required",
+                "default",
+                "options",
+                "minimum",
+                "maximum",
+                "min_error_msg",
+                "max_error_msg",
+                "help_text",
+            ],
         )
         self.assertEqual(Field("ok", "OK?", "bool").as_json()["options"], ["yes", "no"])
 
@@ -32,15 +51,24 @@ class FieldTests(SynchronousTestCase):
         for raw in ("1,x", [1, "x"], [], {"a": 1}, [True]):
             with self.assertRaises(InputError) as caught:
                 field.read(raw)
-            self.assertEqual(str(caught.exception), "Invalid 'values', expected list of numbers.")
+            self.assertEqual(
+                str(caught.exception), "Invalid 'values', expected list of numbers."
+            )
         with self.assertRaises(InputError) as caught:
             field.read([1, -2])
         self.assertEqual(str(caught.exception), "'values' must be >= 0.")
 
     def test_bounds_use_the_custom_message_first(self) -> None:
-        field = Field("od", "OD", "float", minimum=0, maximum=5, max_error_msg="Too cloudy.")
+        field = Field(
+            "od", "OD", "float", minimum=0, maximum=5, max_error_msg="Too cloudy."
+        )
         self.assertEqual(field.read("2.5"), 2.5)
-        for raw, message in ((-1, "'od' must be >= 0."), (6, "Too cloudy."), ("nan", "Invalid 'od', expected a number."), (True, "Invalid 'od', expected a number.")):
+        for raw, message in (
+            (-1, "'od' must be >= 0."),
+            (6, "Too cloudy."),
+            ("nan", "Invalid 'od', expected a number."),
+            (True, "Invalid 'od', expected a number."),
+        ):
             with self.assertRaises(InputError) as caught:
                 field.read(raw)
             self.assertEqual(str(caught.exception), message)
@@ -55,7 +83,15 @@ class FieldTests(SynchronousTestCase):
 
 class StepTests(SynchronousTestCase):
     def test_read_fills_defaults_and_requires_the_rest(self) -> None:
-        step = Step("s", "form", "S", fields=(Field("a", "A", "float"), Field("b", "B", "float", required=False, default=1.5)))
+        step = Step(
+            "s",
+            "form",
+            "S",
+            fields=(
+                Field("a", "A", "float"),
+                Field("b", "B", "float", required=False, default=1.5),
+            ),
+        )
         self.assertEqual(step.read({"a": 2}), {"a": 2.0, "b": 1.5})
         with self.assertRaises(InputError) as caught:
             step.read({"a": " ", "b": 3})
@@ -63,4 +99,14 @@ class StepTests(SynchronousTestCase):
 
     def test_json_shape_hides_the_action(self) -> None:
         rendered = Step("s", "info", "Title", "Body").as_json()
-        self.assertEqual(rendered, {"step_id": "s", "step_type": "info", "title": "Title", "body": "Body", "fields": [], "metadata": {}})
+        self.assertEqual(
+            rendered,
+            {
+                "step_id": "s",
+                "step_type": "info",
+                "title": "Title",
+                "body": "Body",
+                "fields": [],
+                "metadata": {},
+            },
+        )
