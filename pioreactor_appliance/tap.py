@@ -22,6 +22,9 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from .calibration_sessions.protocol import Bench, SessionSettings
+from .calibration_sessions.registry import core_protocols
+from .calibration_sessions.runner import CalibrationSessions
 from .commands import CommandRunner
 from .config import Config, ConfigError
 from .descriptors import Descriptors
@@ -38,6 +41,7 @@ from .jobs.unit_state import PersistentCache, UnitState
 from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
 from .resources.backups import BackupsApi
+from .resources.calibration_sessions import CalibrationSessionsApi
 from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
@@ -92,6 +96,10 @@ class Options(usage.Options):
             HardwareSettings.from_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(f"bad hardware settings: {e}") from None
+        try:
+            SessionSettings.from_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(f"bad calibration session settings: {e}") from None
         try:
             SystemSettings.from_config(self["config"])
         except ConfigError as e:
@@ -286,6 +294,22 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
         ),
         system,
         CalibrationsApi(settings.data_dir, jobs.unit_state.cache, settings.unit, policy.limits),
+        CalibrationSessionsApi(
+            CalibrationSessions(
+                Bench(
+                    settings.unit,
+                    reactor,
+                    config,
+                    top.hardware,
+                    jobs,
+                    settings.data_dir,
+                    jobs.unit_state.cache,
+                    SessionSettings.from_config(config),
+                ),
+                tasks,
+                core_protocols(config),
+            )
+        ),
         BackupsApi(
             settings.data_dir,
             tasks,

@@ -39,9 +39,7 @@ from .routing import Reply, route
 from .shapes import Success
 
 T = TypeVar("T")
-READ_MAX_AGE = (
-    10  # the reference's Cache-Control for calibration, estimator and protocol reads
-)
+READ_MAX_AGE = 10  # the reference's Cache-Control for calibration and estimator reads
 
 Item = dict[
     str, Any
@@ -63,16 +61,6 @@ class Created(TypedDict):
 
 class Deleted(TypedDict):
     msg: str
-
-
-class CalibrationProtocol(TypedDict):
-    id: str
-    target_device: str
-    protocol_name: str
-    priority: int
-    title: str
-    description: str
-    requirements: list[str]
 
 
 NAME_RULE = "Use letters, digits, '.', '_' and '-' (single spaces between words), not starting with '.' or '-'."
@@ -366,17 +354,6 @@ class CalibrationsApi:
             content_type=b"application/zip",
             headers={b"content-disposition": disposition},
         )
-
-    @route(
-        app,
-        "/unit_api/calibration_protocols",
-        ["GET"],
-        returns=list[CalibrationProtocol],
-    )
-    def protocols(self, request: IRequest) -> list[CalibrationProtocol]:
-        """The guided calibration protocols this unit can run: none yet, as the session routes are not served."""
-        cache_for(request, READ_MAX_AGE)
-        return []
 
     # --- estimators -------------------------------------------------------------
 

@@ -363,7 +363,6 @@ class ReadTests(CalibrationsApiTestCase):
             "/unit_api/calibrations/media_pump",
             "/unit_api/calibrations/media_pump/media-1",
             "/unit_api/active_calibrations",
-            "/unit_api/calibration_protocols",
             "/unit_api/estimators",
         ):
             response = await response_of(self.stub, "GET", path)
@@ -372,12 +371,6 @@ class ReadTests(CalibrationsApiTestCase):
                 [b"public, max-age=10"],
                 path,
             )
-
-    async def test_protocols_are_an_empty_list_until_sessions_exist(self) -> None:
-        self.assertEqual(
-            await self.call("GET", "/unit_api/calibration_protocols", 200), []
-        )
-        await self.error("POST", "/unit_api/calibration_protocols", 405)
 
 
 class ActiveTests(CalibrationsApiTestCase):
