@@ -107,7 +107,10 @@ class JobsEndToEndTests(ClusterTestCase):
             list(dose), ["volume_change", "event", "source_of_event", "timestamp"]
         )
         lit = {"A": 0.0, "B": 0.0, "C": 10.0, "D": 10.0}
-        await self.until_seen(lambda: latest("leds/intensity") == lit)
+        # Not the latest one: OD reading darkens the LEDs for every reading, once a second here.
+        await self.until_seen(
+            lambda: any(p and json.loads(p) == lit for p in seen.get(f"{EXP}/leds/intensity", []))
+        )
         rate = await self.until_seen(
             lambda: latest("growth_rate_calculating/growth_rate"), seconds=30
         )

@@ -217,6 +217,7 @@ class ConfigApi:
         ["PATCH", "POST"],
         body=ConfigEdit,
         returns=ConfigSaved,
+        dangerous=True,
     )
     async def save_specific(self, request: IRequest, body: ConfigEdit) -> ConfigSaved:
         """Replace unit_config.ini, once it parses and merges into a config the unit can start with.

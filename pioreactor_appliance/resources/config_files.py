@@ -258,7 +258,7 @@ class ConfigFilesApi:
         """One config file of the leader's data directory, as text."""
         return _text(await self._read_file(config_file(filename, self._leader)))
 
-    @route(app, "/api/config/files/<filename>", ["PATCH"], body=ConfigEdit, returns=ConfigSynced)
+    @route(app, "/api/config/files/<filename>", ["PATCH"], body=ConfigEdit, returns=ConfigSynced, dangerous=True)
     async def save_file(self, request: IRequest, body: ConfigEdit, filename: str) -> ConfigSynced:
         """Replace one config file once it is checked, then send it to the units it concerns.
 
@@ -283,7 +283,7 @@ class ConfigFilesApi:
         """The cluster's config.ini, as text."""
         return _text(await self._read_file(ConfigFile(SHARED_NAME, None)))
 
-    @route(app, "/api/config/shared", ["PATCH"], body=ConfigEdit, returns=ConfigSynced)
+    @route(app, "/api/config/shared", ["PATCH"], body=ConfigEdit, returns=ConfigSynced, dangerous=True)
     async def save_shared(self, request: IRequest, body: ConfigEdit) -> ConfigSynced:
         """Replace config.ini on the leader and send it to every unit; each unit's envelope says whether it took it."""
         return await self._save_shared(body.code.replace("\u2013", "-").replace("\u2014", "-"))
@@ -336,7 +336,7 @@ class ConfigFilesApi:
             raise ApiError(UNIT_FAILED, f"{unit} did not answer with text.", remediation="Update the appliance on that unit.")
         return _text(envelope["value"])
 
-    @route(app, "/api/config/units/<unit>/specific", ["PATCH"], body=ConfigEdit, returns=ConfigSynced)
+    @route(app, "/api/config/units/<unit>/specific", ["PATCH"], body=ConfigEdit, returns=ConfigSynced, dangerous=True)
     async def save_unit_specific(self, request: IRequest, body: ConfigEdit, unit: str) -> ConfigSynced:
         """Replace one unit's unit_config.ini once it is checked here and on the unit; 4xx from the unit are relayed."""
         _no_broadcast(unit)
