@@ -44,10 +44,12 @@ from .resources.config_api import ConfigApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
+from .resources.logs import LogsApi
 from .resources.plugins import PluginsApi, PluginSettings
 from .resources.routing import Router, make_site
 from .resources.system import SystemApi, SystemSettings
 from .resources.task_results import TaskResultsApi
+from .resources.time_series import TimeSeriesApi
 from .resources.unit_info import UnitInfoApi
 from .resources.unit_jobs import UnitJobsApi
 from .resources.units import UnitsApi
@@ -309,6 +311,8 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
             UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
+            LogsApi(db, mqtt, reactor),
+            TimeSeriesApi(db, reactor),
         ]
     else:
         fallbacks["/api"] = ApiError(
