@@ -30,8 +30,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pioreactor_appliance.store.database import open_connection  # noqa: E402
-from pioreactor_appliance.store.migrations import migrate  # noqa: E402
+from pioreactor_appliance.store.database import open_connection
+from pioreactor_appliance.store.migrations import migrate
 
 PATH = "/api/experiments/bench/time_series/od_readings?target_points=1400&lookback=48"
 UNITS = 4
