@@ -50,10 +50,12 @@ from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
 from .resources.leader_ui import LeaderUiApi
+from .resources.logs import LogsApi
 from .resources.plugins import PluginsApi, PluginSettings
 from .resources.routing import Router, make_site
 from .resources.system import SystemApi, SystemSettings
 from .resources.task_results import TaskResultsApi
+from .resources.time_series import TimeSeriesApi
 from .resources.unit_info import UnitInfoApi
 from .resources.unit_jobs import UnitJobsApi
 from .resources.units import UnitsApi
@@ -339,6 +341,8 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
             ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing),
             LeaderUiApi(descriptors, bioreactor, Path(config.get_str("appliance", "local_access_point_flag"))),
+            LogsApi(db, mqtt, reactor),
+            TimeSeriesApi(db, reactor),
         ]
     else:
         fallbacks["/api"] = ApiError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -54,3 +55,30 @@ def publish_logged(mqtt: Publisher, topic: str, payload: str | bytes, qos: int =
         return False
 
     return mqtt.publish(topic, payload, qos=qos, retain=retain).addCallbacks(lambda _: True, failed)
+
+
+class BrokerAway(Exception):
+    """The broker did not take a message in time, or refused it."""
+
+
+def publish_within(mqtt: Publisher, clock: IReactorTime, topic: str, payload: str | bytes, qos: int, seconds: float) -> Deferred[None]:
+    """Publish, waiting at most ``seconds`` for the broker; fails with BrokerAway, or ValueError for a bad topic."""
+    waiter: Deferred[None] = Deferred()
+
+    def landed(result: Any) -> None:
+        if timer.active():
+            timer.cancel()
+            waiter.callback(None)
+
+    def failed(failure: Failure) -> None:
+        if timer.active():
+            timer.cancel()
+            waiter.errback(BrokerAway(failure.getErrorMessage() or failure.type.__name__))
+
+    def too_slow() -> None:
+        waiter.errback(BrokerAway(f"the broker did not take the message within {seconds:g} s"))
+
+    d = mqtt.publish(topic, payload, qos=qos)  # ValueError here: a name that cannot be a topic
+    timer = clock.callLater(seconds, too_slow)
+    d.addCallbacks(landed, failed)
+    return waiter

@@ -38,7 +38,7 @@ log = Logger()
 
 @define
 class Reply:
-    """A handler's answer when 200 and JSON are not the whole story."""
+    """A handler's answer when 200 and JSON are not the whole story (``bytes`` are sent as they are)."""
 
     body: Any
     code: int = 200
@@ -63,7 +63,7 @@ def _render(request: IRequest, result: Any) -> bytes:
         return write_json(request, result)
     for name, value in result.headers.items():
         request.setHeader(name, value)
-    if result.content_type == b"application/json":
+    if result.content_type == b"application/json" and not isinstance(result.body, bytes):
         return write_json(request, result.body, result.code)
     request.setResponseCode(result.code)
     request.setHeader(b"content-type", result.content_type)

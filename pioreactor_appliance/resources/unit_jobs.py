@@ -35,7 +35,7 @@ from ..jobs.payloads import encode
 from ..store.database import Database
 from ..store.workers import all_workers, experiment_workers, get_worker
 from ..tasks import Accepted, TaskRegistry
-from .background import Publisher, fan_out_logged
+from .background import BrokerAway, Publisher, fan_out_logged, publish_within
 from .jobs import BioreactorChange, JobSettingsChange, RunJob
 from .names import BROADCAST
 from .routing import Reply, route
@@ -53,10 +53,6 @@ class Acknowledged(TypedDict):
     """The message went to the broker; the job acts on it on its own."""
 
     status: Literal["accepted"]
-
-
-class BrokerAway(Exception):
-    pass
 
 
 def _not_for_topics(c: str) -> bool:
@@ -202,33 +198,7 @@ class UnitJobsApi:
 
     def _publish(self, topic: str, payload: bytes | str) -> Deferred[None]:
         """Publish at QoS 1; fails with ValueError for a bad topic, BrokerAway if the broker takes longer than 2 s."""
-        waiter: Deferred[None] = Deferred()
-
-        def landed(result: Any) -> None:
-            if timer.active():
-                timer.cancel()
-                waiter.callback(None)
-
-        def failed(failure: Any) -> None:
-            if timer.active():
-                timer.cancel()
-                waiter.errback(
-                    BrokerAway(failure.getErrorMessage() or failure.type.__name__)
-                )
-
-        def too_slow() -> None:
-            waiter.errback(
-                BrokerAway(
-                    f"the broker did not take the message within {PUBLISH_WAIT_SECONDS:g} s"
-                )
-            )
-
-        d = self._mqtt.publish(
-            topic, payload, qos=1
-        )  # ValueError here: a name that cannot be a topic
-        timer = self._clock.callLater(PUBLISH_WAIT_SECONDS, too_slow)
-        d.addCallbacks(landed, failed)
-        return waiter
+        return publish_within(self._mqtt, self._clock, topic, payload, 1, PUBLISH_WAIT_SECONDS)
 
     # --- run -----------------------------------------------------------------
 

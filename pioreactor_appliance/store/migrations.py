@@ -22,7 +22,10 @@ def _script(name: str) -> str:
 
 
 # Each entry is the SQL of one step; append, never edit a released step.
-MIGRATIONS: tuple[str, ...] = (_script("schema.sql"),)
+MIGRATIONS: tuple[str, ...] = (
+    _script("schema.sql"),
+    _script("step2_read_indexes.sql"),
+)
 
 LATEST = len(MIGRATIONS)
 
