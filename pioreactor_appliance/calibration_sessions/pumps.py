@@ -11,7 +11,7 @@ from ..hardware.outputs import OutputRefused
 from .fitting import FitError, fit_poly
 from .protocol import Bench, Protocol, poly, save_calibration
 from .session import Session
-from .steps import Action, Field, InputError, Step, chart
+from .steps import Action, Field, InputError, Step, line_review
 
 PUMP_DEVICES = {
     "media_pump": "media",
@@ -110,22 +110,15 @@ class DurationBased(Protocol):
                 ),
             )
         if step_id == "review":
-            slope, bias = data["coefficients"]
-            points = list(zip(data["durations"], data["volumes"], strict=True))
-            line = [(x, slope * x + bias) for x in (0.0, max(data["durations"]))]
-            return Step(
-                "review",
-                "result",
-                "Review the fit",
-                f"Volume = {slope:.4g} ml/s × duration + {bias:.4g} ml. Continue to save it as the active calibration.",
-                metadata={
-                    "chart": chart(
-                        "Pump calibration",
-                        "Duration (s)",
-                        "Volume (ml)",
-                        [("measured", "Measured", points), ("fit", "Fit", line)],
-                    )
-                },
+            return line_review(
+                "Volume = {slope:.4g} ml/s × duration + {bias:.4g} ml.",
+                "Pump calibration",
+                "Duration (s)",
+                "Volume (ml)",
+                data,
+                data["durations"],
+                data["volumes"],
+                (0.0, max(data["durations"])),
             )
         raise KeyError(step_id)
 

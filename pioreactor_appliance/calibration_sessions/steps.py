@@ -181,3 +181,26 @@ def chart(
             for sid, label, points in series
         ],
     }
+
+
+def line_review(
+    formula: str,
+    title: str,
+    x_label: str,
+    y_label: str,
+    data: Mapping[str, Any],
+    xs: list[float],
+    ys: list[float],
+    x_range: tuple[float, float],
+) -> Step:
+    """The step that shows a fitted line over its measurements before it is saved."""
+    slope, bias = data["coefficients"]
+    points = list(zip(xs, ys, strict=True))
+    line = [(x, slope * x + bias) for x in x_range]
+    return Step(
+        "review",
+        "result",
+        "Review the fit",
+        f"{formula.format(slope=slope, bias=bias)} Continue to save it as the active calibration.",
+        metadata={"chart": chart(title, x_label, y_label, [("measured", "Measured", points), ("fit", "Fit", line)])},
+    )

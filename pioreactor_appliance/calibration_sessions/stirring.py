@@ -10,7 +10,7 @@ from ..errors import ApiError
 from .fitting import fit_poly
 from .protocol import Bench, Protocol, poly, save_calibration
 from .session import Session
-from .steps import Action, InputError, Step, chart
+from .steps import Action, InputError, Step, line_review
 
 
 class DcBased(Protocol):
@@ -51,24 +51,15 @@ class DcBased(Protocol):
                 action=Action("Stirring calibration", self._measure, self._measured),
             )
         if step_id == "review":
-            slope, bias = data["coefficients"]
-            points = list(zip(data["dcs"], data["rpms"], strict=True))
-            line = [
-                (dc, slope * dc + bias) for dc in (min(data["dcs"]), max(data["dcs"]))
-            ]
-            return Step(
-                "review",
-                "result",
-                "Review the fit",
-                f"RPM = {slope:.4g} × duty cycle + {bias:.4g}. Continue to save it as the active calibration.",
-                metadata={
-                    "chart": chart(
-                        "Stirring calibration",
-                        "DC %",
-                        "RPM",
-                        [("measured", "Measured", points), ("fit", "Fit", line)],
-                    )
-                },
+            return line_review(
+                "RPM = {slope:.4g} × duty cycle + {bias:.4g}.",
+                "Stirring calibration",
+                "DC %",
+                "RPM",
+                data,
+                data["dcs"],
+                data["rpms"],
+                (min(data["dcs"]), max(data["dcs"])),
             )
         raise KeyError(step_id)
 
