@@ -16,3 +16,4 @@ from pioreactor_appliance.jobs.od_reading import ODReader
 from pioreactor_appliance.jobs.pumps import AddAltMedia, AddMedia, CirculateAltMedia, CirculateMedia, RemoveWaste
 from pioreactor_appliance.jobs.stirring import Stirring
 from pioreactor_appliance.jobs.temperature_automation import OnlyRecordTemperature, Thermostat
+from pioreactor_appliance.jobs.experiment_profile import ExperimentProfile
