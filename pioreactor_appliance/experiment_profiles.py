@@ -322,9 +322,12 @@ def _jobs(reader: _Reader, node: yaml.Node, path: str) -> tuple[JobPlan, ...]:
 
 def parse_profile(text: str) -> Profile:
     """The profile in ``text``, or ProfileError naming the first problem's line and field."""
-    if len(text.encode("utf-8")) > MAX_PROFILE_BYTES:
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_PROFILE_BYTES:
         raise ProfileError(f"the profile is larger than {MAX_PROFILE_BYTES} bytes", code="too_large")
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # refuses characters YAML does not allow (controls, lone surrogates)
+    except yaml.YAMLError as e:
+        raise ProfileError(f"not valid YAML: {e}", code="yaml_syntax") from None
     try:
         root = loader.get_single_node()
         if root is None:

@@ -118,6 +118,7 @@ class BadInputTests(ProfilesTestCase):
         for body, code, mentions in [
             ("experiment_profile_name: [", "yaml_syntax", ["line 1", "not valid YAML"]),
             ("experiment_profile_name: x\nmetadata:\n  author: a\n bad: b\n", "yaml_syntax", ["line 4", "not valid YAML"]),
+            ("experiment_profile_name: x\x1a\ud800\n", "yaml_syntax", ["unacceptable character #x001a"]),
             (GOOD.replace("type: start", "type: strat"), "unknown_action", ["line 8", "common.jobs.stirring.actions[0].type", "unknown action 'strat'"]),
             (GOOD.replace("t: 1m", "t: soon"), "bad_time", ["line 9", "actions[0].t", "'soon' is not a time"]),
             (GOOD + "colour: blue\n", "unknown_field", ["line 12", "colour"]),
