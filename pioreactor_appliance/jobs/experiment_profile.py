@@ -17,7 +17,15 @@ from typing import Any
 from twisted.internet.threads import deferToThread
 from zope.interface import provider
 
-from ..experiment_profiles import Action, Profile, ProfileError, filename_problem, parse_profile, profile_path, profiles_root
+from ..experiment_profiles import (
+    Action,
+    Profile,
+    ProfileError,
+    filename_problem,
+    parse_profile,
+    profile_path,
+    profiles_root,
+)
 from ..resources.background import fan_out_logged
 from ..resources.names import experiment_name_problem
 from ..store import labels

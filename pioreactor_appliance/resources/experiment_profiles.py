@@ -19,7 +19,15 @@ from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
 from ..errors import ApiError
-from ..experiment_profiles import SUFFIXES, Profile, ProfileError, filename_problem, parse_profile, profile_path, profiles_root
+from ..experiment_profiles import (
+    SUFFIXES,
+    Profile,
+    ProfileError,
+    filename_problem,
+    parse_profile,
+    profile_path,
+    profiles_root,
+)
 from ..jobs.experiment_profile import ExperimentProfile
 from ..jobs.manager import JobManager
 from ..store.database import Database
