@@ -29,6 +29,7 @@ from ..experiment_profiles import (
 from ..resources.background import fan_out_logged
 from ..resources.names import experiment_name_problem
 from ..store import labels
+from ..store.experiments import experiment_exists
 from ..store.profile_runs import record_run
 from ..store.workers import experiment_workers
 from .base import STATE, Job, JobFailed
@@ -90,6 +91,8 @@ class ExperimentProfile(Job):
             self.profile = parse_profile(text)
         except ProfileError as e:
             raise JobFailed(f"the profile {path.name} is invalid: {e}") from None
+        if not await services.database.read(experiment_exists, experiment):
+            raise JobFailed(f"there is no experiment {experiment}; create it first")
         rows = await services.database.read(experiment_workers, experiment)
         self.workers = [row["pioreactor_unit"] for row in rows if row["is_active"]]
         started = self.now_iso()

@@ -290,6 +290,11 @@ class RefusalTests(RunnerTestCase):
         self.assertEqual(self.running(), [])
         self.assertEqual(self.fanout.calls, [])
 
+    async def test_the_experiment_must_exist(self) -> None:
+        with self.assertRaisesRegex(JobFailed, "there is no experiment exp9"):
+            await self.manager.run(RunRequest("experiment_profile", "exp9", args=["execute", self.profile(SCHEDULE), "exp9"]))
+        self.assertEqual(self.fanout.calls, [])
+
     async def test_it_runs_on_the_leader_only(self) -> None:
         self.manager._leader_services = None
         with self.assertRaisesRegex(JobFailed, "leader only"):
