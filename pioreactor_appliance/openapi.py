@@ -63,6 +63,22 @@ ERROR_SCHEMA: dict[str, Any] = {
         "remediation": {"type": "string"},
         "status": {"type": "integer"},
         "error_info": _ERROR_INFO,
+        "diagnostics": {
+            "description": "A profile's validation problems (experiment profiles only).",
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["severity", "code", "message", "path"],
+                "properties": {
+                    "severity": {"enum": ["error", "warning", "info"]},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "path": {"type": "string"},
+                    "hint": {"type": "string"},
+                },
+                "additionalProperties": False,
+            },
+        },
     },
     "additionalProperties": False,
 }

@@ -35,6 +35,7 @@ from .hardware.hat import Hat
 from .hardware.safety import HeaterGuard
 from .hardware.unit import Hardware, HardwareSettings, model_of
 from .jobs.bioreactor import Bioreactor
+from .jobs.context import LeaderServices
 from .jobs.manager import Connector, JobManager
 from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
@@ -46,6 +47,7 @@ from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
 from .resources.config_files import ConfigFilesApi
+from .resources.experiment_profiles import ExperimentProfilesApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
@@ -242,6 +244,10 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     cache = LocalCache(PersistentCache(settings.data_dir / LOCAL_CACHE_NAME, reactor))
     cache.setName("local_cache")
     cache.setServiceParent(top)
+    policy = build_policy(settings.unit, settings.data_dir, config, reactor)
+    # Every unit has a fan-out client: the leader reaches the units with it, and a unit asks the leader its experiment.
+    signer = None if policy.verifier is None else Signer(policy.verifier.secret, reactor)
+    fanout = make_fanout(reactor, config, signer)
     jobs = JobManager(
         Registry.from_plugins(),
         reactor,
@@ -253,6 +259,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
         settings.data_dir,
         mqtt_connector(reactor, config, host, port),
         start_at_boot=("monitor",),  # its $state (and its connection's will) tells the UI the unit is up
+        leader_services=LeaderServices(fanout, db) if leader else None,  # the experiment-profile runner's
     )
     jobs.setName("jobs")
     jobs.setServiceParent(top)
@@ -266,10 +273,6 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     tasks.setName("tasks")
     tasks.setServiceParent(top)
 
-    policy = build_policy(settings.unit, settings.data_dir, config, reactor)
-    # Every unit has a fan-out client: the leader reaches the units with it, and a unit asks the leader its experiment.
-    signer = None if policy.verifier is None else Signer(policy.verifier.secret, reactor)
-    fanout = make_fanout(reactor, config, signer)
     fanout.setName("fanout")
     fanout.setServiceParent(top)
     descriptors = Descriptors(settings.data_dir)
@@ -343,6 +346,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             LeaderUiApi(descriptors, bioreactor, Path(config.get_str("appliance", "local_access_point_flag"))),
             LogsApi(db, mqtt, reactor),
             TimeSeriesApi(db, reactor),
+            ExperimentProfilesApi(settings.data_dir, db, jobs),
         ]
     else:
         fallbacks["/api"] = ApiError(

@@ -132,6 +132,15 @@ class Job:
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Checks across the parsed options that one option's declaration cannot say; raise BadOptions."""
 
+    @classmethod
+    def check_args(cls, args: list[str]) -> None:
+        """For a job that ``takes_args``: refuse arguments it cannot use by raising BadOptions."""
+
+    @classmethod
+    def experiment_in(cls, args: list[str]) -> str | None:
+        """The experiment a run's arguments name, for a job told its experiment that way; None otherwise."""
+        return None
+
     async def on_init(self) -> None:
         """Set up: publish the first settings, prepare the hardware. Raise to refuse to start."""
 

@@ -111,6 +111,14 @@ class JobLog:
 
 
 @define
+class LeaderServices:
+    """What a leader-only job (the experiment-profile runner) reaches the cluster and the database with."""
+
+    fanout: Any  # fanout.FanOut: request(method, units, path, json) -> {unit: envelope}
+    database: Any  # store.database.Database
+
+
+@define
 class JobContext:
     unit: str
     experiment: str
@@ -126,3 +134,4 @@ class JobContext:
     source: str = "user"
     env: dict[str, str] = field(factory=dict)
     close: Callable[[], Any] = lambda: None  # closes the job's broker connection
+    leader_services: LeaderServices | None = None  # on the leader only

@@ -23,7 +23,7 @@ from ..config import Config
 from ..mqtt import Will
 from ..timestamps import iso_utc
 from .base import STATE, Job, JobFailed
-from .context import Bus, JobContext, JobLog
+from .context import Bus, JobContext, JobLog, LeaderServices
 from .registry import Registry
 from .settings import BadOptions, parse_options
 from .states import State
@@ -103,6 +103,7 @@ class JobManager(Service):
         data_dir: Path,
         connect: Connector,
         start_at_boot: Iterable[str] = (),
+        leader_services: LeaderServices | None = None,
     ) -> None:
         self.registry = registry
         self._clock = clock
@@ -113,6 +114,7 @@ class JobManager(Service):
         self._data_dir = data_dir
         self._connect = connect
         self._start_at_boot = tuple(start_at_boot)
+        self._leader_services = leader_services
         self._running: dict[str, tuple[JobRecord, Job]] = {}
         self._finished: deque[JobRecord] = deque(maxlen=HISTORY)
         self._last_run: dict[str, float] = {}
@@ -144,6 +146,7 @@ class JobManager(Service):
             raise BadOptions(
                 f"{request.job_name} takes no arguments, but was given {len(request.args)}"
             )
+        kind.check_args(list(request.args))
         self._check_not_running(request.job_name)
         return _Prepared(kind, request, options)
 
@@ -201,6 +204,7 @@ class JobManager(Service):
             source=request.source,
             env=dict(request.env),
             close=close,
+            leader_services=self._leader_services,
         )
         record = JobRecord(
             job_id=self._next_id,

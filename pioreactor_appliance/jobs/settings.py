@@ -51,6 +51,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    flag: bool = False  # a CLI flag: given with no value (JSON null), it means true
 
 
 class BadOptions(ValueError):
@@ -105,6 +106,9 @@ def parse_options(
         if name not in declared:
             known = ", ".join(sorted(declared)) or "none"
             raise BadOptions(f"unknown option {raw_name!r}; this job takes: {known}")
+        if value is None and declared[name].flag:
+            values[name] = True
+            continue
         if value is None or value == "":
             continue
         values[name] = _cast(name, declared[name], value)

@@ -332,7 +332,8 @@ class JobsApi:
             if long_running:
                 full = evolve(run, experiment=LONG_RUNNING_EXPERIMENT)
             elif not run.experiment:
-                full = evolve(run, experiment=await self._assigned_experiment(body.env))
+                named = self._jobs.kind_of(job_name, body.options).experiment_in(body.args)
+                full = evolve(run, experiment=named or await self._assigned_experiment(body.env))
             try:
                 await self._jobs.start(self._jobs.prepare(full))
             except AlreadyRunning as e:

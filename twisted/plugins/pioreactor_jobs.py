@@ -7,6 +7,7 @@ module's job and automation classes are imported here, under names of their own.
 
 from pioreactor_appliance.jobs.dosing_automation import Chemostat, FedBatch, Turbidostat
 from pioreactor_appliance.jobs.dosing_automation import Silent as SilentDosing
+from pioreactor_appliance.jobs.experiment_profile import ExperimentProfile
 from pioreactor_appliance.jobs.growth_rate_calculating import GrowthRateCalculator
 from pioreactor_appliance.jobs.led_automation import LightDarkCycle
 from pioreactor_appliance.jobs.led_automation import Silent as SilentLed
