@@ -46,6 +46,7 @@ from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
 from .resources.config_files import ConfigFilesApi
+from .resources.datasets import DatasetsApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
@@ -343,6 +344,14 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             LeaderUiApi(descriptors, bioreactor, Path(config.get_str("appliance", "local_access_point_flag"))),
             LogsApi(db, mqtt, reactor),
             TimeSeriesApi(db, reactor),
+            DatasetsApi(
+                db,
+                reactor,
+                tasks,
+                settings.data_dir,
+                keep=config.get_int("appliance", "exports_kept"),
+                max_age_seconds=config.get_float("appliance", "exports_max_age_days") * 86400,
+            ),
         ]
     else:
         fallbacks["/api"] = ApiError(
