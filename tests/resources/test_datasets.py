@@ -151,6 +151,15 @@ class DatasetsRoutesTests(LeaderApiTestCase):
         experiments = read_csv(archive, f"experiments/experiments-all_experiments-all_units-{stamp}.csv")
         self.assertEqual([r[0] for r in experiments[1:]], ["exp1", "exp2"])  # not filtered: has_experiment is false
 
+    async def test_every_builtin_reads_the_schema(self) -> None:
+        names = [d["dataset_name"] for d in await self.call("GET", "/api/datasets/exportable", expect=200)]
+        for name in names:
+            rows = await self.call("GET", f"/api/datasets/exportable/{name}/preview", expect=200)
+            self.assertEqual(len(rows), 2 if name == "experiments" else 0, name)
+        result = await self.export(datasets=names, partition_by_unit=True, partition_by_experiment=True, start_time="2026-01-01T00:00:00Z")
+        manifest = json.loads(self.archive(result).read("manifest.json"))
+        self.assertEqual([d["dataset_name"] for d in manifest["datasets"]], names)
+
     async def test_empty_export_still_has_a_header(self) -> None:
         archive = self.archive(await self.export(datasets=["growth_rates"]))
         rows = read_csv(archive, [n for n in archive.namelist() if n.endswith(".csv")][0])
@@ -201,12 +210,13 @@ class DatasetsRoutesTests(LeaderApiTestCase):
         left = sorted(p.name for p in (self.data_dir / "exports").iterdir())
         self.assertEqual(len(left), 3)
         self.assertEqual(left, sorted(names[-3:]))
-        old = self.data_dir / "exports" / names[-3]
-        os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))  # past the age limit
+        old = self.data_dir / "exports" / names[-1]
+        os.utime(old, (time.time() - 2 * 86400, time.time() - 2 * 86400))  # now the oldest, and past the age limit
         (self.data_dir / "exports" / ".export_x.zip.tmp").write_bytes(b"left by a crash")
         self.clock.advance(1)
         names.append((await self.export())["filename"])
-        self.assertEqual(sorted(p.name for p in (self.data_dir / "exports").iterdir()), sorted(names[-3 + 1:]))
+        # The oldest by modification time goes, and so does the crash's temporary file.
+        self.assertEqual(sorted(p.name for p in (self.data_dir / "exports").iterdir()), [names[2], names[3], names[5]])
 
     async def test_download_streams_the_file(self) -> None:
         await self.db.run(insert_od, od_rows("exp1", "pio1", 0, 10))
