@@ -79,7 +79,9 @@ class ExportResult(TypedDict):
 
 
 def _quoted(name: str) -> str:
-    return f'"{name}"'  # names come from validated definitions: plain identifiers only
+    """A quoted SQL identifier: a definition's names are plain identifiers; a query's column names may not be."""
+    return '"' + name.replace('"', '""') + '"'
+
 
 
 def _source(dataset: Dataset) -> str:
@@ -93,37 +95,109 @@ def partitions_of(dataset: Dataset, filters: ExportFilters) -> tuple[bool, bool]
     return by_experiment, by_unit
 
 
-def select_statement(dataset: Dataset, filters: ExportFilters) -> tuple[str, list[Any]]:
-    """The export's SELECT for one dataset: identifiers from the definition, values as parameters."""
-    columns = ["T.*"]
+def _local_modifier() -> str:
+    """The SQLite modifier from UTC to this leader's local time: a fixed offset where there is no DST (cheap), else 'localtime'."""
+    if time.daylight == 0:
+        return f"{-time.timezone:+d} seconds"
+    return "localtime"
+
+
+@frozen
+class Column:
+    """A column of a dataset's source, with what its declaration promises (tables only)."""
+
+    name: str
+    number: bool = False  # REAL or INTEGER affinity
+    not_null: bool = False
+    text: bool = False  # TEXT affinity
+
+
+def _csv_field(column: Column) -> str:
+    """SQL that renders a column as one CSV field: text quoted when it must be, NULL empty, numbers as SQLite prints them.
+
+    What the declaration promises saves work per row: a NOT NULL number is used as it is.
+    """
+    expr = f"T.{_quoted(column.name)}"
+    quoted = f"'\"' || replace({expr}, '\"', '\"\"') || '\"'"
+    if column.number and column.not_null:
+        return expr
+    if column.number:
+        return f"ifnull({expr}, '')"
+    if column.text and column.not_null:
+        return f"iif({expr} GLOB :needs_quotes, {quoted}, {expr})"
+    text = f"CAST({expr} AS TEXT)"
+    return (
+        f"CASE typeof({expr}) WHEN 'null' THEN '' WHEN 'integer' THEN {expr} WHEN 'real' THEN {expr} "
+        f"ELSE iif({text} GLOB :needs_quotes, '\"' || replace({text}, '\"', '\"\"') || '\"', {text}) END"
+    )
+
+
+def source_columns(conn: sqlite3.Connection, dataset: Dataset) -> list[Column]:
+    """The columns of the dataset's table or query, as SQLite names them; a table's with their declarations."""
+    try:
+        cursor = conn.execute(f"SELECT * FROM {_source(dataset)} AS T LIMIT 0")
+        names = [c[0] for c in cursor.description]
+        cursor.close()
+        declared: dict[str, Column] = {}
+        if dataset.table is not None:
+            info = conn.cursor()
+            info.row_factory = None
+            for _, name, kind, not_null, _, _ in info.execute(f"PRAGMA table_info({_quoted(dataset.table)})"):
+                affinity = str(kind).upper()
+                number = affinity in ("REAL", "INTEGER")
+                declared[name] = Column(name, number=number, not_null=bool(not_null), text=affinity == "TEXT")
+    except sqlite3.Error as e:
+        raise unreadable(dataset, e) from None
+    return [declared.get(name, Column(name)) for name in names]
+
+
+def _csv_text(value: str) -> str:
+    """One CSV field, as csv.writer quotes it."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow([value])
+    return out.getvalue()
+
+
+def select_statement(dataset: Dataset, filters: ExportFilters, columns: list[Column]) -> tuple[str, dict[str, Any], list[str]]:
+    """The export's SELECT for one dataset, its parameters and the CSV header.
+
+    Each row comes back as its CSV line (SQLite formats it: far faster than
+    Python's csv module on a Pi), then the partition keys. Identifiers come
+    from the definition and the table's own column names, always quoted;
+    values are parameters.
+    """
+    header = [c.name for c in columns]
+    # One experiment is exported at a time: its field is the same on every row.
+    fields = [":experiment_field" if dataset.has_experiment and c.name == EXPERIMENT_COLUMN else _csv_field(c) for c in columns]
     for column in dataset.timestamp_columns:
-        columns.append(f"strftime('%Y-%m-%dT%H:%M:%f', T.{_quoted(column)}, 'localtime') AS {_quoted(column + '_localtime')}")
-    join = ""
+        header.append(f"{column}_localtime")
+        fields.append(f"ifnull(strftime('%Y-%m-%dT%H:%M:%f', T.{_quoted(column)}, :local), '')")
     order_by = dataset.default_order_by
     if dataset.has_experiment and order_by is not None:
-        columns.append(f"round((julianday(T.{_quoted(order_by)}) - julianday(E.created_at)) * 24.0, 6) AS {HOURS_COLUMN}")
-        join = f" LEFT JOIN experiments AS E ON E.experiment = T.{EXPERIMENT_COLUMN}"
+        header.append(HOURS_COLUMN)
+        fields.append(f"ifnull(CAST(round((julianday(T.{_quoted(order_by)}) - :created) * 24.0, 6) AS TEXT), '')")
+    params: dict[str, Any] = {"needs_quotes": '*[,"\r\n]*', "local": _local_modifier(), "created": None}
     where: list[str] = []
-    params: list[Any] = []
     if dataset.has_experiment:
-        where.append(f"T.{EXPERIMENT_COLUMN} = ?")
-        params.append(filters.experiment)
+        where.append(f"T.{EXPERIMENT_COLUMN} = :experiment")
+        params["experiment"] = filters.experiment
+        params["experiment_field"] = _csv_text(filters.experiment)
     if order_by is not None and filters.start_time is not None:
-        where.append(f"T.{_quoted(order_by)} >= ?")
-        params.append(filters.start_time)
+        where.append(f"T.{_quoted(order_by)} >= :start")
+        params["start"] = filters.start_time
     if order_by is not None and filters.end_time is not None:
-        where.append(f"T.{_quoted(order_by)} <= ?")
-        params.append(filters.end_time)
+        where.append(f"T.{_quoted(order_by)} <= :end")
+        params["end"] = filters.end_time
     by_experiment, by_unit = partitions_of(dataset, filters)
-    ordering = ([f"T.{EXPERIMENT_COLUMN}"] if by_experiment else []) + ([f"T.{UNIT_COLUMN}"] if by_unit else [])
-    if order_by is not None:
-        ordering.append(f"T.{_quoted(order_by)}")
-    sql = f"SELECT {', '.join(columns)} FROM {_source(dataset)} AS T{join}"
+    keys = ([f"T.{EXPERIMENT_COLUMN}"] if by_experiment else []) + ([f"T.{UNIT_COLUMN}"] if by_unit else [])
+    ordering = keys + ([f"T.{_quoted(order_by)}"] if order_by is not None else [])
+    line = " || ',' || ".join(fields)
+    sql = f"SELECT {line}{''.join(', ' + k for k in keys)} FROM {_source(dataset)} AS T"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if ordering:
         sql += " ORDER BY " + ", ".join(ordering)
-    return sql, params
+    return sql, params, header
 
 
 def unreadable(dataset: Dataset, error: sqlite3.Error) -> ApiError:
@@ -158,7 +232,6 @@ class _Partitions:
         self._stamp = stamp
         self._raw: IO[bytes] | None = None
         self._text: io.TextIOWrapper | None = None
-        self.writer: Any = None
         self.files: list[dict[str, Any]] = []
         self._names: set[str] = set()
 
@@ -173,12 +246,15 @@ class _Partitions:
         self._names.add(path)
         self._raw = self._archive.open(path, "w", force_zip64=True)
         self._text = io.TextIOWrapper(self._raw, encoding="utf-8", newline="")
-        self.writer = csv.writer(self._text)
-        self.writer.writerow(self._header)
+        csv.writer(self._text).writerow(self._header)
         self.files.append({"path": path, "row_count": 0, "partition": {"experiment": experiment, "pioreactor_unit": unit}})
 
-    def count(self, rows: int) -> None:
-        self.files[-1]["row_count"] += rows
+    def write(self, lines: list[str]) -> None:
+        """CSV lines, as SQLite formatted them, ended as csv.writer ends them."""
+        assert self._text is not None
+        self._text.write("\r\n".join(lines))
+        self._text.write("\r\n")
+        self.files[-1]["row_count"] += len(lines)
 
     def close(self) -> None:
         if self._text is not None:
@@ -212,16 +288,19 @@ def _write_dataset(
     folder: Path,
     batch_rows: int,
 ) -> dict[str, Any]:
-    sql, params = select_statement(dataset, filters)
+    columns = source_columns(conn, dataset)
+    sql, params, header = select_statement(dataset, filters, columns)
     cursor = conn.cursor()
-    cursor.row_factory = None  # tuples: what csv.writer takes, without a dict per row
+    cursor.row_factory = None  # tuples: (csv line, partition keys...), without a dict per row
+    if HOURS_COLUMN in header:
+        found = cursor.execute("SELECT julianday(created_at) FROM experiments WHERE experiment = ?", (filters.experiment,)).fetchone()
+        params["created"] = found[0] if found else None
     try:
         cursor.execute(sql, params)
     except sqlite3.Error as e:
         raise unreadable(dataset, e) from None
-    header = [c[0] for c in cursor.description]
     by_experiment, by_unit = partitions_of(dataset, filters)
-    keys = ([header.index(EXPERIMENT_COLUMN)] if by_experiment else []) + ([header.index(UNIT_COLUMN)] if by_unit else [])
+    keys = list(range(1, 1 + by_experiment + by_unit))
     parts = _Partitions(archive, dataset, header, stamp)
     current: Any = object()
     try:
@@ -232,17 +311,14 @@ def _write_dataset(
             if not keys:
                 if not parts.files:
                     parts.open(None, None)
-                parts.writer.writerows(batch)
-                parts.count(len(batch))
+                parts.write([row[0] for row in batch])
             else:
                 for key, group in groupby(batch, key=itemgetter(*keys)):
                     if key != current:
                         current = key
                         values = key if isinstance(key, tuple) else (key,)
                         parts.open(str(values[0]) if by_experiment else None, str(values[-1]) if by_unit else None)
-                    rows = list(group)  # at most one batch
-                    parts.writer.writerows(rows)
-                    parts.count(len(rows))
+                    parts.write([row[0] for row in group])
             progress.rows_written += len(batch)
         if not parts.files:
             parts.open(None, None)  # no rows: still one CSV, so the columns are there to see
