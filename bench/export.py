@@ -37,7 +37,7 @@ POLL_INTERVAL = 0.010
 
 def iso(seconds: float) -> str:
     moment = time.gmtime(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{int(round(seconds * 1000)) % 1000:03d}Z"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", moment) + f".{round(seconds * 1000) % 1000:03d}Z"
 
 
 def seed(path: Path, rows: int, units: int) -> float:

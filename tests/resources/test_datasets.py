@@ -162,7 +162,7 @@ class DatasetsRoutesTests(LeaderApiTestCase):
 
     async def test_empty_export_still_has_a_header(self) -> None:
         archive = self.archive(await self.export(datasets=["growth_rates"]))
-        rows = read_csv(archive, [n for n in archive.namelist() if n.endswith(".csv")][0])
+        rows = read_csv(archive, next(n for n in archive.namelist() if n.endswith(".csv")))
         self.assertEqual(rows, [["experiment", "pioreactor_unit", "timestamp", "rate", "timestamp_localtime", "hours_since_experiment_created"]])
 
     async def test_export_bad_bodies(self) -> None:

@@ -12,7 +12,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from pioreactor_appliance.datasets import BUILTIN, parse_dataset
 from pioreactor_appliance.store.database import open_reader
-from pioreactor_appliance.store.exports import ExportFilters, Progress, free_name, prune_exports, select_statement, source_columns, write_export
+from pioreactor_appliance.store.exports import (
+    ExportFilters,
+    Progress,
+    free_name,
+    prune_exports,
+    select_statement,
+    source_columns,
+    write_export,
+)
 from pioreactor_appliance.store.migrations import migrate
 
 
