@@ -8,6 +8,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from pioreactor_appliance.datasets import BUILTIN, parse_dataset
@@ -114,3 +115,25 @@ class CsvTests(SynchronousTestCase):
             self.assertEqual(experiments[1][:5], [experiment, "2026-01-05T00:00:00.000Z", 'line one\nline two, "quoted"', "", "E. coli"])
             odd = rows("odd/odd-all_experiments-all_units-20260105120000.csv")
             self.assertEqual(odd, [['we"ird', "n", "i", "r", "b"], ['a"b', "", "3", "2.5", "A"]])
+
+    def test_a_cancelled_export_stops_and_leaves_nothing(self) -> None:
+        path = Path(self.mktemp())
+        _database(path)
+        writer = sqlite3.connect(path, isolation_level=None)
+        writer.execute("INSERT INTO experiments VALUES ('e', '2026-01-05T00:00:00.000Z', '', NULL, NULL)")
+        writer.executemany("INSERT INTO growth_rates VALUES ('e', 'pio1', ?, 0.1)", [(f"2026-01-05T00:00:{i:02d}.000Z",) for i in range(30)])
+        writer.close()
+        folder = Path(self.mktemp())
+        conn = open_reader(path)
+        self.addCleanup(conn.close)
+        progress = Progress(1)
+        progress.cancelled = True  # what cancelling the task does
+        growth = [d for d in BUILTIN if d.dataset_name == "growth_rates"]
+        with self.assertRaises(CancelledError):
+            write_export(conn, folder, "export_20260105120000.zip", growth, ExportFilters("e", False, False), "now", progress, batch_rows=10)
+        self.assertEqual(list(folder.iterdir()), [])
+        progress.cancelled = False
+        write_export(conn, folder, "export_20260105120000.zip", growth, ExportFilters("e", False, False), "now", progress, batch_rows=10)
+        self.assertEqual(progress.rows_written, 30)
+        with zipfile.ZipFile(folder / "export_20260105120000.zip") as archive:
+            self.assertEqual(len(archive.read("growth_rates/growth_rates-all_experiments-all_units-20260105120000.csv").splitlines()), 31)
