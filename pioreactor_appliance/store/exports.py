@@ -102,6 +102,18 @@ def _local_modifier() -> str:
     return "localtime"
 
 
+def _local_time(expr: str) -> str:
+    """SQL for an ISO UTC time in the leader's local time, without the ``Z``.
+
+    On a leader kept in UTC (as most are), a time stored as the appliance stores
+    it ("...T12:00:00.123Z") only loses its Z; parsing each one costs more.
+    """
+    converted = f"ifnull(strftime('%Y-%m-%dT%H:%M:%f', {expr}, :local), '')"
+    if time.daylight == 0 and time.timezone == 0:
+        return f"iif(length({expr}) = 24 AND substr({expr}, 24) = 'Z', substr({expr}, 1, 23), {converted})"
+    return converted
+
+
 @frozen
 class Column:
     """A column of a dataset's source, with what its declaration promises (tables only)."""
@@ -151,10 +163,10 @@ def source_columns(conn: sqlite3.Connection, dataset: Dataset) -> list[Column]:
     return [declared.get(name, Column(name)) for name in names]
 
 
-def _csv_text(value: str) -> str:
-    """One CSV field, as csv.writer quotes it."""
+def _csv_text(values: list[str]) -> str:
+    """CSV fields, as csv.writer quotes them, without a line end."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([value])
+    csv.writer(out, lineterminator="").writerow(values)
     return out.getvalue()
 
 
@@ -171,7 +183,7 @@ def select_statement(dataset: Dataset, filters: ExportFilters, columns: list[Col
     fields = [":experiment_field" if dataset.has_experiment and c.name == EXPERIMENT_COLUMN else _csv_field(c) for c in columns]
     for column in dataset.timestamp_columns:
         header.append(f"{column}_localtime")
-        fields.append(f"ifnull(strftime('%Y-%m-%dT%H:%M:%f', T.{_quoted(column)}, :local), '')")
+        fields.append(_local_time(f"T.{_quoted(column)}"))
     order_by = dataset.default_order_by
     if dataset.has_experiment and order_by is not None:
         header.append(HOURS_COLUMN)
@@ -181,7 +193,7 @@ def select_statement(dataset: Dataset, filters: ExportFilters, columns: list[Col
     if dataset.has_experiment:
         where.append(f"T.{EXPERIMENT_COLUMN} = :experiment")
         params["experiment"] = filters.experiment
-        params["experiment_field"] = _csv_text(filters.experiment)
+        params["experiment_field"] = _csv_text([filters.experiment])
     if order_by is not None and filters.start_time is not None:
         where.append(f"T.{_quoted(order_by)} >= :start")
         params["start"] = filters.start_time
@@ -192,7 +204,8 @@ def select_statement(dataset: Dataset, filters: ExportFilters, columns: list[Col
     keys = ([f"T.{EXPERIMENT_COLUMN}"] if by_experiment else []) + ([f"T.{UNIT_COLUMN}"] if by_unit else [])
     ordering = keys + ([f"T.{_quoted(order_by)}"] if order_by is not None else [])
     line = " || ',' || ".join(fields)
-    sql = f"SELECT {line}{''.join(', ' + k for k in keys)} FROM {_source(dataset)} AS T"
+    # As a BLOB, the line comes to Python as its UTF-8 bytes: no decoding and encoding again.
+    sql = f"SELECT CAST({line} AS BLOB){''.join(', ' + k for k in keys)} FROM {_source(dataset)} AS T"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if ordering:
@@ -231,7 +244,6 @@ class _Partitions:
         self._header = header
         self._stamp = stamp
         self._raw: IO[bytes] | None = None
-        self._text: io.TextIOWrapper | None = None
         self.files: list[dict[str, Any]] = []
         self._names: set[str] = set()
 
@@ -245,21 +257,20 @@ class _Partitions:
             path = f"{stem}-{n}.csv"
         self._names.add(path)
         self._raw = self._archive.open(path, "w", force_zip64=True)
-        self._text = io.TextIOWrapper(self._raw, encoding="utf-8", newline="")
-        csv.writer(self._text).writerow(self._header)
+        self._raw.write(_csv_text(self._header).encode("utf-8") + b"\r\n")
         self.files.append({"path": path, "row_count": 0, "partition": {"experiment": experiment, "pioreactor_unit": unit}})
 
-    def write(self, lines: list[str]) -> None:
-        """CSV lines, as SQLite formatted them, ended as csv.writer ends them."""
-        assert self._text is not None
-        self._text.write("\r\n".join(lines))
-        self._text.write("\r\n")
+    def write(self, lines: list[bytes]) -> None:
+        """CSV lines, as SQLite formatted them (UTF-8 bytes), ended as csv.writer ends them."""
+        assert self._raw is not None
+        self._raw.write(b"\r\n".join(lines))
+        self._raw.write(b"\r\n")
         self.files[-1]["row_count"] += len(lines)
 
     def close(self) -> None:
-        if self._text is not None:
-            self._text.close()  # closes the zip entry too
-            self._text = self._raw = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
 
 def _batches(cursor: sqlite3.Cursor, size: int) -> Iterator[list[tuple[Any, ...]]]:
