@@ -245,12 +245,13 @@ def _operation(info: RouteInfo, schemas: Schemas, limits: Limits) -> dict[str, A
     return operation
 
 
-def under(prefix: str, routes: Iterable[RouteInfo]) -> list[RouteInfo]:
-    """The routes whose path is ``prefix`` or below it."""
-    return [info for info in routes if info.path == prefix or info.path.startswith(prefix + "/")]
+def under(prefix: str | tuple[str, ...], routes: Iterable[RouteInfo]) -> list[RouteInfo]:
+    """The routes whose path is ``prefix`` (or one of the prefixes) or below it."""
+    prefixes = (prefix,) if isinstance(prefix, str) else prefix
+    return [info for info in routes if any(info.path == p or info.path.startswith(p + "/") for p in prefixes)]
 
 
-def document(routes: Iterable[RouteInfo], prefix: str, limits: Limits, title: str) -> dict[str, Any]:
+def document(routes: Iterable[RouteInfo], prefix: str | tuple[str, ...], limits: Limits, title: str) -> dict[str, Any]:
     """The OpenAPI document of the routes under ``prefix``, with query bounds from ``limits``."""
     schemas = Schemas()
     paths: dict[str, dict[str, Any]] = {}

@@ -48,6 +48,7 @@ from .resources.catalog import CatalogApi
 from .resources.config_api import ConfigApi
 from .resources.config_files import ConfigFilesApi
 from .resources.experiment_profiles import ExperimentProfilesApi
+from .resources.datasets import DatasetsApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
@@ -347,6 +348,14 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             LogsApi(db, mqtt, reactor),
             TimeSeriesApi(db, reactor),
             ExperimentProfilesApi(settings.data_dir, db, jobs),
+            DatasetsApi(
+                db,
+                reactor,
+                tasks,
+                settings.data_dir,
+                keep=config.get_int("appliance", "exports_kept"),
+                max_age_seconds=config.get_float("appliance", "exports_max_age_days") * 86400,
+            ),
         ]
     else:
         fallbacks["/api"] = ApiError(

@@ -46,6 +46,7 @@ class TaskResult(TypedDict):
     task_id: str
     result_url_path: str
     status: TaskStatus
+    progress: NotRequired[Any]
     result: NotRequired[Any]
     error: NotRequired[str]
     cause: NotRequired[str]
@@ -65,6 +66,7 @@ class Task:
     error: ApiError | None = None
     finished_at: float | None = None
     deferred: Deferred | None = field(default=None, repr=False)
+    progress: Callable[[], Any] | None = field(default=None, repr=False)  # how far a running task is, for pollers
 
     @property
     def finished(self) -> bool:
@@ -77,6 +79,8 @@ class Task:
             "result_url_path": result_url_path(self.task_id),
             "status": self.status,
         }
+        if self.status == RUNNING and self.progress is not None:
+            body["progress"] = self.progress()
         if self.status == SUCCEEDED:
             body["result"] = self.result
         elif self.status == FAILED and self.error is not None:
@@ -122,9 +126,13 @@ class TaskRegistry(Service):
             if task.deferred is not None and not task.finished:
                 task.deferred.cancel()
 
-    def submit(self, work: Callable[[], Any]) -> Task:
-        """Run ``work`` (returning a value, a Deferred or a coroutine) as a new task."""
-        task = Task(task_id=uuid.uuid4().hex, created_at=self._clock.seconds())
+    def submit(self, work: Callable[[], Any], progress: Callable[[], Any] | None = None) -> Task:
+        """Run ``work`` (returning a value, a Deferred or a coroutine) as a new task.
+
+        ``progress``, if given, is called on the reactor thread whenever a poller asks
+        while the task runs; its JSON value is the body's ``progress``.
+        """
+        task = Task(task_id=uuid.uuid4().hex, created_at=self._clock.seconds(), progress=progress)
         self._tasks[task.task_id] = task
         started: Deferred[Any] = Deferred()
 

@@ -27,7 +27,7 @@ from pioreactor_appliance.resources.routing import RouteInfo, route
 
 from .helpers import build_unit
 
-PREFIXES = ("/api", "/unit_api")
+PREFIXES = ("/api", "/unit_api", "/exports")
 
 
 @define

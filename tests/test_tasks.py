@@ -25,6 +25,19 @@ class TaskRegistryTests(SynchronousTestCase):
         later.callback(7)
         self.assertEqual(task.body(), {"task_id": task.task_id, "result_url_path": f"/unit_api/task_results/{task.task_id}", "status": "succeeded", "result": 7})
 
+    def test_progress_shows_while_running_only(self) -> None:
+        done: Deferred[str] = Deferred()
+        seen = {"rows": 0}
+        task = self.tasks.submit(lambda: done, progress=lambda: dict(seen))
+        self.assertNotIn("progress", task.body())  # pending: nothing has started
+        self.clock.advance(0)
+        seen["rows"] = 5
+        self.assertEqual(task.body()["progress"], {"rows": 5})
+        seen["rows"] = 9
+        self.assertEqual(task.body()["progress"], {"rows": 9})
+        done.callback("ok")
+        self.assertEqual(task.body(), {"task_id": task.task_id, "result_url_path": f"/unit_api/task_results/{task.task_id}", "status": "succeeded", "result": "ok"})
+
     def test_coroutines_run(self) -> None:
         async def work() -> str:
             return "done"

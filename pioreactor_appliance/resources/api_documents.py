@@ -37,6 +37,9 @@ class UnitApiDocument:
         return document(route_table(self._families), "/unit_api", limits_of(request), "Pioreactor unit API")
 
 
+LEADER_PREFIXES = ("/api", "/exports")  # /exports/<file>: export downloads, where the reference serves them
+
+
 class LeaderApiDocument:
     app = Klein()
 
@@ -45,8 +48,8 @@ class LeaderApiDocument:
 
     @route(app, "/api/openapi.json", ["GET"], returns=OPENAPI_DOCUMENT)
     def leader_document(self, request: IRequest) -> dict[str, Any]:
-        """The OpenAPI 3.1 document of the leader's /api routes."""
-        return document(route_table(self._families), "/api", limits_of(request), "Pioreactor leader API")
+        """The OpenAPI 3.1 document of the leader's /api routes (and /exports, its downloads)."""
+        return document(route_table(self._families), LEADER_PREFIXES, limits_of(request), "Pioreactor leader API")
 
 
 def api_documents(families: Sequence[Any], leader: bool) -> list[Any]:

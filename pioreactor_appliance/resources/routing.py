@@ -58,7 +58,9 @@ def write_error(request: IRequest, error: ApiError) -> bytes:
     return write_json(request, error.body(), error.status)
 
 
-def _render(request: IRequest, result: Any) -> bytes:
+def _render(request: IRequest, result: Any) -> Any:
+    if IResource.providedBy(result):
+        return result  # Klein renders it: a file served by twisted.web.static streams, whatever its size
     if not isinstance(result, Reply):
         return write_json(request, result)
     for name, value in result.headers.items():

@@ -12,9 +12,9 @@ from ..tasks import TaskRegistry, TaskResult
 from .routing import Reply, route
 
 
-def run_as_task(tasks: TaskRegistry, work: Callable[[], Any]) -> Reply:
-    """Start ``work`` as a task and answer 202 with where to poll for its result."""
-    return Reply(tasks.accepted(tasks.submit(work)), code=202)
+def run_as_task(tasks: TaskRegistry, work: Callable[[], Any], progress: Callable[[], Any] | None = None) -> Reply:
+    """Start ``work`` as a task and answer 202 with where to poll for its result (and its ``progress``)."""
+    return Reply(tasks.accepted(tasks.submit(work, progress)), code=202)
 
 
 class TaskResultsApi:

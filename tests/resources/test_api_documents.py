@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.openapi import document
+from pioreactor_appliance.resources.api_documents import LEADER_PREFIXES
 
 from ..helpers import LeaderApiTestCase, build_unit, request, response_of
 
@@ -23,11 +24,15 @@ class ServedTests(TestCase):
 
     async def test_leader_serves_both_documents(self) -> None:
         stub, router = self.stub("leader")
-        for prefix, title in (("/api", "Pioreactor leader API"), ("/unit_api", "Pioreactor unit API")):
-            code, body = await request(stub, "GET", f"{prefix}/openapi.json", headers=AS_PIO1)
+        for prefix, title in ((LEADER_PREFIXES, "Pioreactor leader API"), ("/unit_api", "Pioreactor unit API")):
+            first = prefix if isinstance(prefix, str) else prefix[0]
+            code, body = await request(stub, "GET", f"{first}/openapi.json", headers=AS_PIO1)
             self.assertEqual(code, 200)
             self.assertEqual(body, document(router.routes(), prefix, Limits.defaults(), title))
-            self.assertIn(f"{prefix}/openapi.json", body["paths"])
+            self.assertIn(f"{first}/openapi.json", body["paths"])
+        _, leader = await request(stub, "GET", "/api/openapi.json", headers=AS_PIO1)
+        download = leader["paths"]["/exports/{filename}"]["get"]  # the leader's downloads are documented with /api
+        self.assertEqual(list(download["responses"]["200"]["content"]), ["application/zip"])
 
     async def test_worker_serves_its_own_and_refers_api_to_the_leader(self) -> None:
         stub, _ = self.stub("worker")
