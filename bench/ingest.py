@@ -132,7 +132,7 @@ async def run(args: argparse.Namespace, reactor: Any, directory: Path) -> int:
         db = Database(directory / "pioreactor.sqlite", reactor)
         db.startService()
         await db.opened
-        settings = IngestSettings(args.batch_size, args.flush_interval_ms / 1000, args.max_pending)
+        settings = IngestSettings(args.batch_size, args.flush_interval_ms / 1000, args.max_pending, args.idle_flush_ms / 1000)
 
         async def start_ingest() -> IngestService:
             mqtt = MqttClient(reactor, HOST, port, ingest_client_id("leader"), clean_session=False, manual_ack=True)
@@ -201,6 +201,7 @@ async def run(args: argparse.Namespace, reactor: Any, directory: Path) -> int:
         "broker_max_inflight_messages": args.max_inflight,
         "batch_size": args.batch_size,
         "flush_interval_ms": args.flush_interval_ms,
+        "idle_flush_ms": args.idle_flush_ms,
         "published": total,
         "publisher_unconfirmed": sum(r["unconfirmed"] for r in results),
         "publish_seconds": round(published_at, 2),
@@ -209,6 +210,7 @@ async def run(args: argparse.Namespace, reactor: Any, directory: Path) -> int:
         "sustained_rows_per_second": round(sustained, 1),
         "all_stored_after_seconds": round(drained_at, 2),
         "overall_rows_per_second": round(sum(rows.values()) / drained_at, 1),
+        "received": ingest.counters.received,
         "malformed": ingest.counters.malformed,
         "batches": ingest.counters.batches,
         "missing_or_extra_by_table": missing,
@@ -239,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--flush-interval-ms", type=int, default=100)
     parser.add_argument("--max-pending", type=int, default=20000)
+    parser.add_argument("--idle-flush-ms", type=int, default=5)
     parser.add_argument("--drain-timeout", type=float, default=60)
     parser.add_argument("--json", help="also write the report to this file")
     args = parser.parse_args(argv)

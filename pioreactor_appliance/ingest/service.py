@@ -15,12 +15,15 @@ the message.
 
 Throughput comes from batching: one transaction per ``batch_size`` messages
 or per ``flush_interval_ms``, with one ``executemany`` per table, on the
-database's writer thread. Only one batch is written at a time; messages that
+database's writer thread. A batch is also written as soon as no message came
+for ``idle_flush_ms``: the broker sends at most ``max_inflight_messages``
+unacknowledged messages (20 in mosquitto's default configuration), so a stream
+that stops may be waiting for our acknowledgements, not be over. Only one batch is written at a time; messages that
 arrive meanwhile make the next one. When ``max_pending`` messages wait (the
 database is slow or failing), the ingest stops reading from the broker, and
-TCP makes the broker hold the rest, rather than let memory grow. The broker's
-``max_inflight_messages`` bounds how many unacknowledged messages it sends: set
-it at least to ``batch_size`` (see docs/architecture.md).
+TCP makes the broker hold the rest, rather than let memory grow. For full
+batches, set the broker's ``max_inflight_messages`` to at least twice
+``batch_size``, or 0 (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class IngestSettings:
     batch_size: int = 1000
     flush_interval: float = 0.1  # seconds
     max_pending: int = 20_000
+    idle_flush: float = 0.005  # seconds
 
     @classmethod
     def from_config(cls, config: Config) -> IngestSettings:
@@ -57,6 +61,7 @@ class IngestSettings:
             batch_size=config.get_int("ingest", "batch_size"),
             flush_interval=config.get_int("ingest", "flush_interval_ms") / 1000,
             max_pending=config.get_int("ingest", "max_pending"),
+            idle_flush=config.get_int("ingest", "idle_flush_ms") / 1000,
         )
 
 
@@ -89,6 +94,8 @@ class IngestService(Service):
         self._writing: Deferred[None] | None = None
         self._timer: IDelayedCall | None = None
         self._due = False  # the flush interval ran out while a batch was being written
+        self._arrivals = 0  # messages received since the start: has any come since the last tick?
+        self._oldest = 0.0  # when the oldest message waiting came
         self._backing_off = False
         self._retry_delay = settings.flush_interval
         self._paused = False
@@ -140,6 +147,9 @@ class IngestService(Service):
         if not self.running:
             return  # not acknowledged: the broker delivers it again after the restart
         self.counters.received += 1
+        self._arrivals += 1
+        if not self._batch:
+            self._oldest = self._clock.seconds()
         row = None
         if message.retain:
             self.counters.skipped += 1  # a retained value was stored when it was first published
@@ -181,12 +191,21 @@ class IngestService(Service):
         if len(self._batch) >= self._settings.batch_size or self._due:
             self._flush()
         elif self._timer is None and self.running:
-            self._timer = self._clock.callLater(self._settings.flush_interval, self._timer_fired)
+            tick = min(self._settings.idle_flush, self._settings.flush_interval)
+            self._timer = self._clock.callLater(tick, self._tick, self._arrivals)
 
-    def _timer_fired(self) -> None:
+    def _tick(self, arrivals: int) -> None:
+        """Write the batch if it waited flush_interval, or if no message came since the last tick."""
         self._timer = None
-        self._due = True
+        waited = self._clock.seconds() - self._oldest
+        if arrivals == self._arrivals or waited >= self._settings.flush_interval:
+            self._due = True
+        self._maybe_flush()
+
+    def _retry(self) -> None:
+        self._timer = None
         self._backing_off = False
+        self._due = True
         self._maybe_flush()
 
     def _cancel_timer(self) -> None:
@@ -227,7 +246,7 @@ class IngestService(Service):
         self._batch[:0] = batch
         self._backing_off = True
         self.log.failure("Ingest: a batch of {n} messages could not be stored; retrying in {delay:.1f}s", failure, n=len(batch), delay=self._retry_delay)
-        self._timer = self._clock.callLater(self._retry_delay, self._timer_fired)
+        self._timer = self._clock.callLater(self._retry_delay, self._retry)
         self._retry_delay = min(self._retry_delay * 2, MAX_RETRY_DELAY)
 
     def _write_over(self, _: Any) -> None:

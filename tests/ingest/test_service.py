@@ -99,7 +99,7 @@ class BatchingTests(TestCase):
     async def start(self, db: Any = None, **settings: Any) -> tuple[IngestService, FakeSubscriber, Database, Clock]:
         real = await start_database(self)
         broker, clock = FakeSubscriber(), Clock()
-        service = IngestService(broker, db(real) if db else real, clock, IngestSettings(**{"batch_size": 3, "flush_interval": 1.0, **settings}))  # type: ignore[arg-type]
+        service = IngestService(broker, db(real) if db else real, clock, IngestSettings(**{"batch_size": 3, "flush_interval": 1.0, "idle_flush": 0.1, **settings}))  # type: ignore[arg-type]
         service.startService()
         self.addCleanup(lambda: service.stopService() if service.running else None)
         self.assertEqual(set(broker.subscriptions), set(TOPIC_FILTERS))
@@ -117,15 +117,32 @@ class BatchingTests(TestCase):
         self.assertEqual(broker.acked, sent)
         self.assertEqual((service.counters.rows_stored, service.counters.batches), (3, 1))
 
-    async def test_a_partial_batch_is_written_after_the_flush_interval(self) -> None:
-        service, broker, db, clock = await self.start()
-        sent = broker.deliver(RATE_TOPIC, rate(0.1))
-        clock.advance(0.9)
-        await barrier(db)
-        self.assertEqual(await rates(db), [])
+    async def test_a_steady_stream_is_written_every_flush_interval(self) -> None:
+        service, broker, db, clock = await self.start(batch_size=100)
+        sent = []
+        for i in range(40):  # one message every 50 ms: never idle for 100 ms
+            sent.append(broker.deliver(RATE_TOPIC, rate(i)))
+            clock.advance(0.05)
+            await barrier(db)
+            if broker.acked:
+                break
+        self.assertGreaterEqual(clock.seconds(), 1.0)
+        self.assertLessEqual(clock.seconds(), 1.15)
+        self.assertEqual(await rates(db), [float(i) for i in range(len(sent))])
+        self.assertEqual(broker.acked, sent)
+
+    async def test_a_partial_batch_is_written_once_the_stream_pauses(self) -> None:
+        """The broker may be waiting for our acknowledgements (its in-flight window is full)."""
+        service, broker, db, clock = await self.start(batch_size=100)
+        sent = [broker.deliver(RATE_TOPIC, rate(0.1))]
+        clock.advance(0.05)
+        sent.append(broker.deliver(RATE_TOPIC, rate(0.2)))
         clock.advance(0.1)
         await barrier(db)
-        self.assertEqual((await rates(db), broker.acked), ([0.1], [sent]))
+        self.assertEqual(await rates(db), [])  # a message came since the first tick
+        clock.advance(0.1)
+        await barrier(db)
+        self.assertEqual((await rates(db), broker.acked), ([0.1, 0.2], sent))
 
     async def test_bad_messages_are_counted_and_their_neighbours_stored(self) -> None:
         service, broker, db, clock = await self.start(batch_size=100)
