@@ -120,7 +120,11 @@ def start_broker(directory: Path, port: int, max_inflight: int) -> subprocess.Po
 async def run(args: argparse.Namespace, reactor: Any, directory: Path) -> int:
     from twisted.internet.task import deferLater
 
-    from pioreactor_appliance.ingest.service import IngestService, IngestSettings, ingest_client_id
+    from pioreactor_appliance.ingest.service import (
+        IngestService,
+        IngestSettings,
+        ingest_client_id,
+    )
     from pioreactor_appliance.mqtt import MqttClient
     from pioreactor_appliance.store.database import Database
     from tests.mosquitto import HOST, free_port

@@ -12,7 +12,11 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
-from pioreactor_appliance.ingest.service import IngestService, IngestSettings, ingest_client_id
+from pioreactor_appliance.ingest.service import (
+    IngestService,
+    IngestSettings,
+    ingest_client_id,
+)
 from pioreactor_appliance.ingest.topics import TOPIC_FILTERS
 from pioreactor_appliance.mqtt import Message, MqttClient
 from pioreactor_appliance.store.database import Database
@@ -107,7 +111,7 @@ class BatchingTests(TestCase):
         return service, broker, real, clock
 
     async def test_a_full_batch_is_written_at_once_and_acknowledged_after_the_commit(self) -> None:
-        service, broker, db, clock = await self.start()
+        service, broker, db, _clock = await self.start()
         sent = [broker.deliver(RATE_TOPIC, rate(0.1)), broker.deliver(RATE_TOPIC, rate(0.2))]
         await barrier(db)
         self.assertEqual((await rates(db), broker.acked), ([], []))
@@ -118,7 +122,7 @@ class BatchingTests(TestCase):
         self.assertEqual((service.counters.rows_stored, service.counters.batches), (3, 1))
 
     async def test_a_steady_stream_is_written_every_flush_interval(self) -> None:
-        service, broker, db, clock = await self.start(batch_size=100)
+        _service, broker, db, clock = await self.start(batch_size=100)
         sent = []
         for i in range(40):  # one message every 50 ms: never idle for 100 ms
             sent.append(broker.deliver(RATE_TOPIC, rate(i)))
@@ -133,7 +137,7 @@ class BatchingTests(TestCase):
 
     async def test_a_partial_batch_is_written_once_the_stream_pauses(self) -> None:
         """The broker may be waiting for our acknowledgements (its in-flight window is full)."""
-        service, broker, db, clock = await self.start(batch_size=100)
+        _service, broker, db, clock = await self.start(batch_size=100)
         sent = [broker.deliver(RATE_TOPIC, rate(0.1))]
         clock.advance(0.05)
         sent.append(broker.deliver(RATE_TOPIC, rate(0.2)))
@@ -167,7 +171,7 @@ class BatchingTests(TestCase):
         self.assertIn("2 malformed, 1 logs without a timezone dropped", part["state"])
 
     async def test_too_many_waiting_messages_pause_reading_until_stored(self) -> None:
-        service, broker, db, clock = await self.start(batch_size=100, max_pending=4)
+        _service, broker, db, clock = await self.start(batch_size=100, max_pending=4)
         for i in range(3):
             broker.deliver(RATE_TOPIC, rate(i))
         self.assertTrue(broker.reading)
@@ -199,7 +203,7 @@ class BatchingTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
 
     async def test_messages_from_an_earlier_connection_are_left_to_the_broker(self) -> None:
-        service, broker, db, clock = await self.start()
+        _service, broker, db, clock = await self.start()
         broker.deliver(RATE_TOPIC, rate(0.1))
         broker.session = 2  # reconnected: the broker sends the unacknowledged message again
         again = broker.deliver(RATE_TOPIC, rate(0.1))
@@ -208,7 +212,7 @@ class BatchingTests(TestCase):
         self.assertEqual((await rates(db), broker.acked), ([0.1], [again]))
 
     async def test_stopping_stores_what_was_received_first(self) -> None:
-        service, broker, db, clock = await self.start(batch_size=100)
+        service, broker, db, _clock = await self.start(batch_size=100)
         sent = [broker.deliver(RATE_TOPIC, rate(i)) for i in range(2)]
         await service.stopService()
         self.assertEqual((await rates(db), broker.acked), ([0.0, 1.0], sent))

@@ -7,7 +7,14 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from pioreactor_appliance.ingest.topics import COLUMNS, TOPIC_FILTERS, Malformed, NoTimezone, Row, row_of
+from pioreactor_appliance.ingest.topics import (
+    COLUMNS,
+    TOPIC_FILTERS,
+    Malformed,
+    NoTimezone,
+    Row,
+    row_of,
+)
 
 NOW = "2026-01-05T12:00:09.000Z"
 T = "2026-01-05T12:00:00.123Z"
