@@ -8,7 +8,7 @@ from typing import Any
 
 from attrs import define, field
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import TestCase
 
@@ -266,8 +266,7 @@ class OnBrokerTests(TestCase):
         await publisher.publish("pioreactor/pio1/exp1/temperature_automation/temperature", json.dumps({"timestamp": T, "temperature": 30.5}), qos=2)
         line = {"message": "hello", "level": "INFO", "task": "monitor", "timestamp": T, "source": "app"}
         await publisher.publish("pioreactor/leader/$experiment/logs/app/info", json.dumps(line), qos=1)
-        for i in range(100):
-            publisher.publish(RATE_TOPIC, rate(i), qos=2)
+        await gatherResults([publisher.publish(RATE_TOPIC, rate(i), qos=2) for i in range(100)])
         await self.stored(db, 100)
 
         async def others() -> bool:
@@ -284,8 +283,7 @@ class OnBrokerTests(TestCase):
         db = await start_database(self)
         first = await self.ingest(broker, db)
         publisher = await self.publisher(broker)
-        for i in range(20):
-            publisher.publish(RATE_TOPIC, rate(i), qos=2)
+        await gatherResults([publisher.publish(RATE_TOPIC, rate(i), qos=2) for i in range(20)])
         await self.stored(db, 20)
         await first.stopService()
         # The leader is down: QoS 1 and 2 messages wait in its session on the broker.
