@@ -83,7 +83,6 @@ class Message:
     session: int = 0  # which connection it came on: an ack is only valid on that one
 
 
-
 def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
     """Parse ``host``, ``host:port``, ``[v6addr]`` or ``[v6addr]:port``; the ``--mqtt`` option uses it."""
     if text.startswith("["):
