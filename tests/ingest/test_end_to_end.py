@@ -39,6 +39,17 @@ class IngestEndToEndTests(ClusterTestCase):
         self.assertGreater(od["od_reading"], 0)
         self.assertRegex(od["timestamp"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
+        # A log line posted to the leader goes out over MQTT and comes back through the ingest.
+        line = {"message": "note from the UI", "source": "ui", "level": "INFO", "timestamp": "2026-01-05T12:00:00.000Z"}
+        await self.call("POST", "leader", "/api/workers/pio1/experiments/exp1/logs", json=line)
+        for _ in range(200):
+            logs = await self.call("GET", "leader", "/api/experiments/exp1/logs", expect=200)
+            if any(row["message"] == "note from the UI" for row in logs):
+                break
+            await deferLater(reactor, 0.05)
+        else:
+            self.fail("the posted log line never came back from the ingest")
+
         health = await self.call("GET", "leader", "/unit_api/health", expect=200)
         ingest = health["parts"]["ingest"]
         self.assertTrue(ingest["ok"], ingest)
