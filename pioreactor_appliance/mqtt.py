@@ -42,6 +42,7 @@ from zope.interface import implementer
 STOP_TIMEOUT = 2.0  # seconds stopService waits for the DISCONNECT to go out before dropping the socket
 MISC_INTERVAL = 1.0  # seconds between loop_misc calls (keep-alive pings and their timeouts)
 MAX_QUEUED_MESSAGES = 10_000  # default bound on QoS 1/2 messages waiting for the broker
+MAX_ROUTES = 4096  # topics whose matching subscriptions are remembered
 
 
 class MqttError(Exception):
@@ -78,6 +79,8 @@ class Message:
     payload: bytes
     qos: int
     retain: bool
+    mid: int = 0
+    session: int = 0  # which connection it came on: an ack is only valid on that one
 
 
 def parse_hostport(text: str, default_port: int = 1883) -> tuple[str, int]:
@@ -181,6 +184,7 @@ class MqttClient(Service):
         min_backoff: float = 0.5,
         max_backoff: float = 30.0,
         max_queued: int = MAX_QUEUED_MESSAGES,
+        manual_ack: bool = False,
     ) -> None:
         self._reactor = reactor
         self.host = host
@@ -194,6 +198,10 @@ class MqttClient(Service):
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._max_queued = max_queued
+        self._manual_ack = manual_ack
+        self._session = 0  # counts accepted connections; see Message.session
+        self._reading_paused = False
+        self._routes: dict[str, list[tuple[str, Callable[[Message], None]]]] = {}  # topic -> matching subscriptions
         self._backoff = min_backoff
         self._connected = False
         self._subscriptions: dict[str, tuple[int, Callable[[Message], None]]] = {}
@@ -214,6 +222,11 @@ class MqttClient(Service):
     def connected(self) -> bool:
         """True between the broker's CONNACK and the loss of the connection."""
         return self._connected
+
+    @property
+    def session(self) -> int:
+        """The number of the current (or last) connection; messages carry the one they came on."""
+        return self._session
 
     def publish(self, topic: str, payload: str | bytes | None, qos: int = 0, retain: bool = False) -> Deferred[None]:
         """Publish; fires on PUBACK (QoS 1) / PUBCOMP (QoS 2), or once written for QoS 0.
@@ -246,12 +259,40 @@ class MqttClient(Service):
         _check_topic(topic_filter, is_filter=True)
         _check_qos(qos)
         self._subscriptions[topic_filter] = (qos, callback)
+        self._routes.clear()
         if self._connected:
             self._client.subscribe(topic_filter, qos)
 
     def unsubscribe(self, topic_filter: str) -> None:
+        self._routes.clear()
         if self._subscriptions.pop(topic_filter, None) is not None and self._connected:
             self._client.unsubscribe(topic_filter)
+
+    def ack(self, message: Message) -> bool:
+        """With ``manual_ack``: acknowledge a QoS 1/2 message once it is safe (say, committed).
+
+        Until then the broker keeps it, and delivers it again on the next
+        connection of a persistent session. Returns False when the message came on
+        an earlier connection: the broker resends it, so it must not be acked here.
+        """
+        if message.qos == 0:
+            return True
+        if not self._connected or message.session != self._session:
+            return False
+        self._client.ack(message.mid, message.qos)
+        return True
+
+    def pause_reading(self) -> None:
+        """Stop reading from the broker (backpressure: TCP makes it wait); writes go on."""
+        self._reading_paused = True
+        if self._socket is not None:
+            self._reactor.removeReader(self._socket)
+
+    def resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._socket is not None:
+                self._reactor.addReader(self._socket)
 
     def when_connected(self) -> Deferred[None]:
         """Fire now if connected, else on the next CONNACK (fails with ClientStopped on stop)."""
@@ -302,6 +343,7 @@ class MqttClient(Service):
             client_id=self.client_id,
             clean_session=self._clean_session,
             protocol=paho.MQTTv311,
+            manual_ack=self._manual_ack,
             reconnect_on_failure=False,  # reconnecting is ours; paho would do it blocking, on our thread
         )
         if self._will is not None:
@@ -395,7 +437,8 @@ class MqttClient(Service):
 
     def _socket_opened(self, sock: Any) -> None:
         self._socket = _PahoSocket(self, self._client, sock)
-        self._reactor.addReader(self._socket)
+        if not self._reading_paused:
+            self._reactor.addReader(self._socket)
         self._misc.start(MISC_INTERVAL, now=False).addErrback(lambda f: self.log.failure("MQTT keep-alive loop failed", f))
 
     def _register_write(self, sock: Any) -> None:
@@ -442,6 +485,7 @@ class MqttClient(Service):
             self.log.warn("MQTT broker {host}:{port} refused the connection: {reason}", host=self.host, port=self.port, reason=str(reason))
             return
         self._connected = True
+        self._session += 1
         self._backoff = self._min_backoff
         self.log.info(
             "MQTT connected to {host}:{port} as {client_id} (session present: {present})",
@@ -483,16 +527,29 @@ class MqttClient(Service):
         except UnicodeDecodeError:
             self.log.warn("MQTT message ignored: its topic is not UTF-8")
             return
-        self._later(self._dispatch, Message(topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+        message = Message(topic, bytes(msg.payload), msg.qos, bool(msg.retain), msg.mid, self._session)
+        self._later(self._dispatch, message)
+
+    def _matching(self, topic: str) -> list[tuple[str, Callable[[Message], None]]]:
+        """The subscriptions a topic matches, remembered: matching every filter costs µs per filter."""
+        routes = self._routes.get(topic)
+        if routes is None:
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            routes = self._routes[topic] = [
+                (topic_filter, callback)
+                for topic_filter, (_, callback) in self._subscriptions.items()
+                if paho.topic_matches_sub(topic_filter, topic)
+            ]
+        return routes
 
     def _dispatch(self, message: Message) -> None:
         topic = message.topic
-        for topic_filter, (_, callback) in list(self._subscriptions.items()):
-            if paho.topic_matches_sub(topic_filter, topic):
-                try:
-                    callback(message)
-                except Exception:
-                    self.log.failure("MQTT callback for {filter} failed on {topic}", filter=topic_filter, topic=topic)
+        for topic_filter, callback in self._matching(topic):
+            try:
+                callback(message)
+            except Exception:
+                self.log.failure("MQTT callback for {filter} failed on {topic}", filter=topic_filter, topic=topic)
 
 
 def _callback(d: Deferred[None]) -> None:

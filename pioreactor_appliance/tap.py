@@ -34,6 +34,7 @@ from .hardware.connection import PigpioConnection
 from .hardware.hat import Hat
 from .hardware.safety import HeaterGuard
 from .hardware.unit import Hardware, HardwareSettings, model_of
+from .ingest.service import IngestService, IngestSettings, ingest_client_id
 from .jobs.bioreactor import Bioreactor
 from .jobs.context import LeaderServices
 from .jobs.manager import Connector, JobManager
@@ -242,6 +243,25 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     mqtt.setName("mqtt")
     mqtt.setServiceParent(top)
 
+    ingest = None
+    if leader:
+        assert db is not None
+        # Its own connection: a persistent session, acknowledged only after each commit.
+        ingest_mqtt = MqttClient(
+            reactor,
+            host,
+            port,
+            ingest_client_id(settings.unit),
+            username=username,
+            password=config.get("mqtt", "password") if username else None,
+            keepalive=config.get_int("mqtt", "keepalive_seconds"),
+            clean_session=False,
+            manual_ack=True,
+        )
+        ingest = IngestService(ingest_mqtt, db, reactor, IngestSettings.from_config(config))
+        ingest.setName("ingest")
+        ingest.setServiceParent(top)  # after the database: it stops first, storing what it has
+
     cache = LocalCache(PersistentCache(settings.data_dir / LOCAL_CACHE_NAME, reactor))
     cache.setName("local_cache")
     cache.setServiceParent(top)
@@ -282,7 +302,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     config_writing = DeferredLock()  # one writer at a time for the data directory's config files
     bioreactor = Bioreactor(cache.cache, config, model_of(config), settings.unit)
     families: list[Any] = [
-        UnitInfoApi(settings.unit, reactor, broker=mqtt, pigpiod=hardware_connection, local_cache=cache.cache, database=db),
+        UnitInfoApi(settings.unit, reactor, broker=mqtt, pigpiod=hardware_connection, local_cache=cache.cache, database=db, ingest=ingest),
         TaskResultsApi(tasks),
         ConfigApi(settings.data_dir, config, config_writing),
         FilesApi(settings.data_dir, tasks, config.get_int("appliance", "served_file_max_bytes")),

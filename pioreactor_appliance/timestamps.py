@@ -6,7 +6,12 @@ from datetime import datetime, timezone
 
 
 def iso_utc(seconds: float) -> str:
-    moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return format_utc(datetime.fromtimestamp(seconds, tz=timezone.utc))
+
+
+def format_utc(moment: datetime) -> str:
+    """``moment`` (aware) in the one text form the database stores, so text order is time order."""
+    moment = moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

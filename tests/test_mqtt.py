@@ -333,3 +333,45 @@ class BrokerTests(TestCase):
         again.startService()
         message = await later.wait_for("data/od", b"0.42")
         self.assertEqual(message.qos, 1)
+
+    # What the leader's ingest needs: acknowledging later, and not reading while it catches up.
+
+    async def test_an_unacknowledged_message_comes_again_on_the_next_connection_only(self) -> None:
+        client = self.client("ingest", clean_session=False, manual_ack=True)
+        inbox = Inbox()
+        client.subscribe("m/#", inbox, qos=1)
+        await self.ready(client)
+        first_session = client.session
+        await settle(client.publish("m/1", b"one", qos=1))
+        message = await inbox.wait_for("m/1", b"one")
+        self.assertEqual((message.session, message.qos), (first_session, 1))
+        await client.stopService()  # not acknowledged
+        client.startService()
+        again = await until_second(inbox, "m/1")
+        self.assertEqual(again.session, client.session)
+        self.assertGreater(client.session, first_session)
+        self.assertFalse(client.ack(message))  # from the earlier connection: the broker sent it again
+        self.assertTrue(client.ack(again))
+        await client.stopService()
+        client.startService()
+        await self.ready(client)
+        await deferLater(reactor, 0.1)
+        self.assertEqual(inbox.payloads("m/1"), [b"one", b"one"])  # acknowledged: not sent a third time
+
+    async def test_paused_reading_holds_messages_until_resumed(self) -> None:
+        client = self.client("reader")
+        inbox = Inbox()
+        client.subscribe("p/#", inbox, qos=1)
+        await self.ready(client)
+        client.pause_reading()
+        publisher = await self.connected_client("writer")
+        await settle(publisher.publish("p/1", b"x", qos=1))
+        await deferLater(reactor, 0.1)
+        self.assertEqual(inbox.payloads("p/1"), [])
+        client.resume_reading()
+        await inbox.wait_for("p/1", b"x")
+
+
+async def until_second(inbox: Inbox, topic: str) -> Message:
+    await until(lambda: len(inbox.payloads(topic)) >= 2, f"a second delivery on {topic}")
+    return [m for m in inbox.messages if m.topic == topic][1]

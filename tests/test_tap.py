@@ -106,7 +106,7 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_leader_tree(self) -> None:
         names, http = self.build("leader")
-        self.assertEqual(names, ["database", "hardware", "heater_guard", "mqtt", "local_cache", "jobs", "tasks", "fanout", "http"])
+        self.assertEqual(names, ["database", "hardware", "heater_guard", "mqtt", "ingest", "local_cache", "jobs", "tasks", "fanout", "http"])
         site = http.factory
         self.assertIsInstance(site, ApplianceSite)
         self.assertFalse(site.displayTracebacks)

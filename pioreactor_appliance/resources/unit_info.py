@@ -37,6 +37,11 @@ def _cache(cache: Any) -> Part:
     return {"ok": True, "state": "ok"} if error is None else {"ok": False, "state": f"last write failed: {error}"}
 
 
+def _ingest(ingest: Any) -> Part:
+    part: Part = ingest.part()
+    return part
+
+
 def _database(db: Any) -> Part:
     if db.open_error is not None:
         return {"ok": False, "state": f"failed to open: {db.open_error}"}
@@ -61,8 +66,10 @@ class UnitInfoApi:
         pigpiod: Any = None,
         local_cache: Any = None,
         database: Any = None,
+        ingest: Any = None,
     ) -> None:
-        """``broker`` and ``pigpiod`` have ``connected``; ``local_cache`` is a PersistentCache, ``database`` a Database."""
+        """``broker`` and ``pigpiod`` have ``connected``; ``local_cache`` is a PersistentCache, ``database`` a Database,
+        ``ingest`` the leader's IngestService."""
         self._unit = unit
         self._clock = clock
         checks: list[tuple[str, Any, Callable[[Any], Part]]] = [
@@ -70,6 +77,7 @@ class UnitInfoApi:
             ("pigpiod", pigpiod, _connection),
             ("local_cache", local_cache, _cache),
             ("database", database, _database),
+            ("ingest", ingest, _ingest),
         ]
         self._checks = [(name, thing, check) for name, thing, check in checks if thing is not None]
 
