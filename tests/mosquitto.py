@@ -105,6 +105,8 @@ class Broker:
         self._config.write_text(
             f"listener {self.port} {HOST}\n"
             "allow_anonymous true\n"
+            "max_inflight_messages 0\n"  # as the cluster's broker (tools/cluster.py)
+            "max_queued_messages 200000\n"
             "persistence true\n"
             f"persistence_location {directory}/\n"
             f"user {getpass.getuser()}\n"  # as root, mosquitto would switch to a user who cannot write here

@@ -342,6 +342,9 @@ class LocalCluster:
         conf.write_text(
             f"listener {self.mqtt_port} {LOOPBACK}\n"
             "allow_anonymous true\n"
+            # The leader's ingest session must not stall or drop: see docs/architecture.md, "MQTT to SQLite".
+            "max_inflight_messages 0\n"
+            "max_queued_messages 200000\n"
             "persistence true\n"
             f"persistence_location {persistence}/\n"
             f"user {user}\n"
