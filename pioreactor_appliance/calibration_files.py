@@ -9,7 +9,6 @@ neither a name nor a symlink can reach a file elsewhere.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from attrs import frozen
 from twisted.logger import Logger
 
 from .archives import pack
+from .atomic_files import write_atomically
 from .calibrations import (
     ACTIVE_NAMESPACE,
     CALIBRATIONS_DIR,
@@ -331,12 +331,7 @@ def write_file(kind: Kind, data_dir: Path, device: str, name: str, text: str) ->
     root.mkdir(parents=True, exist_ok=True)
     confined(path.parent, root).mkdir(exist_ok=True)
     confined(path, root)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, text)
     return path
 
 

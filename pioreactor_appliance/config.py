@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ast
 import configparser
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from attrs import frozen
+
+from .atomic_files import write_atomically
 
 DEFAULTS = Path(__file__).with_name("default_config.ini")
 SHARED_NAME = "config.ini"
@@ -149,27 +149,8 @@ class Config:
 
 
 def write_checked(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that the file is either the old one or the whole new one (blocking).
-
-    The text goes to a temporary file beside it, is read back and parsed (what is
-    on disk is what was checked), synced, then renamed over the old one.
-    """
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        parse_text(Path(temporary).read_text(encoding="utf-8"), path.name)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a power cut
-    finally:
-        os.close(directory)
+    """Write ``text`` to ``path`` atomically, once the written file parses (blocking)."""
+    write_atomically(path, text, check=lambda written: parse_text(written.read_text(encoding="utf-8"), path.name))
 
 
 def check_shared(parser: configparser.ConfigParser) -> None:

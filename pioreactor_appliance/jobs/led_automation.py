@@ -35,6 +35,7 @@ class Silent(LedAutomation):
 
 
 CYCLE_CHANNELS = ("C", "D")
+HELD_RETRY_SECONDS = 5.0  # how soon to try channels another job held, rather than at the next phase
 
 
 @provider(IAutomationKind)
@@ -58,6 +59,7 @@ class LightDarkCycle(LedAutomation):
         self.lit = False
         self._phase_started = 0.0
         self._boundary: IDelayedCall | None = None
+        self._retry: IDelayedCall | None = None
 
     async def on_init(self) -> None:
         await super().on_init()
@@ -84,23 +86,30 @@ class LightDarkCycle(LedAutomation):
         left = self._phase_started + self._phase_minutes() * 60 - self.clock.seconds()
         self._boundary = self.later(max(left, 0.0), self._enter_phase, not self.lit)
 
-    async def _apply_light(self) -> None:
+    async def _apply_light(self, retrying: bool = False) -> None:
+        """Set C and D for the phase; channels another job holds (OD reading's dark moments) are tried again soon."""
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         intensity = self.values["light_intensity"] if self.lit else 0.0
         changed = await change_leds(
             self, dict.fromkeys(CYCLE_CHANNELS, intensity), source=self.source_of_event
         )
+        leds = self.context.unit_state.leds
+        held = any(leds[c] != intensity for c in CYCLE_CHANNELS)
+        if held and not self.stopped:
+            self._retry = self.later(HELD_RETRY_SECONDS, self._apply_light, True)
         state = "on" if self.lit else "off"
-        self.record_event(
-            Event(
-                "ChangedLedIntensity",
-                f"Lights {state}: {', '.join(changed)} at {intensity:g} %",
-                changed,
+        if changed:
+            self.record_event(
+                Event(
+                    "ChangedLedIntensity",
+                    f"Lights {state}: {', '.join(changed)} at {intensity:g} %",
+                    changed,
+                )
             )
-            if changed
-            else no_event(
-                f"Lights {state}, but {', '.join(CYCLE_CHANNELS)} are held by another job"
-            )
-        )
+        elif not retrying:
+            busy = f", but {', '.join(CYCLE_CHANNELS)} are held by another job; trying again" if held else ""
+            self.record_event(no_event(f"Lights {state}{busy}"))
 
     def set_light_intensity(self, value: float) -> Any:
         if not 0 <= value <= 100:

@@ -9,7 +9,6 @@ calibrations) is kept in one JSON file, written atomically off the reactor threa
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from ..atomic_files import write_atomically
 from ..deferreds import follow
 
 LED_CHANNELS = ("A", "B", "C", "D")
@@ -110,12 +110,7 @@ class PersistentCache:
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    write_atomically(path, text)
 
 
 @define

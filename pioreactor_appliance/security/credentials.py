@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 from attrs import evolve, frozen
+
+from ..atomic_files import write_atomically
 
 CREDENTIALS_FILE = "credentials.json"
 TOKEN_PREFIX = "pio_"
@@ -86,11 +87,7 @@ class Credentials:
     def save(self, data_dir: Path) -> Path:
         """Write atomically, readable by the owner only."""
         path = data_dir / CREDENTIALS_FILE
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self.dumps())
-        os.replace(temporary, path)
+        write_atomically(path, self.dumps(), mode=0o600)
         return path
 
     @property

@@ -84,6 +84,28 @@ class LedAutomationTests(TestCase):
             {"A": 0.0, "B": 0.0, "C": 0.0, "D": 0.0},
         )
 
+    async def test_channels_held_at_the_phase_start_are_lit_once_released(self) -> None:
+        unit = await self.unit()
+        unit.manager.unit_state.locked_leds.update({"C": "od_reading", "D": "od_reading"})
+        job = await unit.manager.run(
+            RunRequest("led_automation", "exp1", options={"automation_name": "light_dark_cycle"})
+        )
+        await unit.settle()
+        self.assertEqual(unit.model.leds[2:], [0, 0], "held by another job")
+        event = json.loads(unit.broker.value(f"{PREFIX}/latest_event"))
+        self.assertIn("held by another job; trying again", event["message"])
+        await unit.advance(10, step=1)
+        self.assertEqual(unit.model.leds[2:], [0, 0], "still held: nothing changes")
+        unit.manager.unit_state.locked_leds.clear()
+        await unit.advance(6, step=1)
+        self.assertEqual(unit.model.leds[2:], [dac(5), dac(5)], "lit within one retry of the release")
+        published = len(unit.broker.published("pioreactor/pio1/exp1/led_change_events"))
+        await unit.advance(60, step=5)
+        self.assertEqual(
+            len(unit.broker.published("pioreactor/pio1/exp1/led_change_events")), published, "no retries once lit"
+        )
+        await job.stop()
+
     async def test_set_changes_intensity_and_durations(self) -> None:
         unit = await self.unit()
         job = await unit.manager.run(

@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import DeferredLock
 
-from pioreactor_appliance import config as config_module
+from pioreactor_appliance import atomic_files
 from pioreactor_appliance.resources.config_api import CONFIG_MAX_CHARACTERS
 from pioreactor_appliance.resources.config_files import ConfigFilesApi
 
@@ -111,7 +111,7 @@ class ConfigFilesTests(LeaderApiTestCase):
         def broken_replace(source: str, target: Any) -> None:
             raise OSError("disk full")
 
-        self.patch(config_module.os, "replace", broken_replace)
+        self.patch(atomic_files.os, "replace", broken_replace)
         await self.error("PATCH", "/api/config/shared", 503, "disk full", json={"code": SHARED + "[x]\n"})
         self.assertEqual((self.data_dir / "config.ini").read_text(), SHARED)
         self.assertEqual(sorted(p.name for p in self.data_dir.iterdir()), ["config.ini"])  # no temporary file left
