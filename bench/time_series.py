@@ -5,9 +5,11 @@ Fills a fresh leader database with 4 units x 48 h of OD readings every 5 s on
 (the leader's Router, site, Database reader threads and answer cache, on
 127.0.0.1), and measures ``?target_points=1400&lookback=48`` over 1 and 16
 keep-alive connections; then grows the table to ``--grow-to`` rows with other
-experiments and measures again. Each load runs twice: with answers shared for
-2 s (as served) and with sharing off (``shared=0``: every request reads SQLite),
-so the cost of the query path itself is visible too.
+experiments and measures again, each time in a fresh server process. Sharing of
+answers between identical requests is off unless ``--shared SECONDS`` (every
+request is answered afresh from the series cache); ``--cache-rows 0`` answers
+from SQLite alone. The first request of each server (the cache's fill) is
+reported apart, and the server's RSS after the load.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pioreactor_appliance.resources.time_series import CACHE_ROWS
 from pioreactor_appliance.store.database import open_connection
 from pioreactor_appliance.store.migrations import migrate
 
@@ -61,7 +64,7 @@ def row_count(db: Path) -> int:
         return conn.execute("SELECT count(*) FROM od_readings").fetchone()[0]
 
 
-def serve(db: Path, port: int, shared: float) -> None:
+def serve(db: Path, port: int, shared: float, cache_rows: int) -> None:
     """The child process: the time-series family behind the leader's router and site."""
     from twisted.internet import reactor
 
@@ -73,7 +76,7 @@ def serve(db: Path, port: int, shared: float) -> None:
     database = Database(db, reactor)
     database.startService()
     reactor.addSystemEventTrigger("before", "shutdown", database.stopService)
-    site = make_site(Router([TimeSeriesApi(database, reactor, shared_seconds=shared)]), Limits.defaults())
+    site = make_site(Router([TimeSeriesApi(database, reactor, shared_seconds=shared, cache_rows=cache_rows)]), Limits.defaults())
     reactor.listenTCP(port, site, interface="127.0.0.1")
     print("ready", flush=True)
     reactor.run()
@@ -129,10 +132,16 @@ def load(port: int, connections: int, requests: int, max_seconds: float) -> dict
     }
 
 
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
+    return round(kb / 1024, 1)
+
+
 def measure(db: Path, shared: float, args: argparse.Namespace) -> list[dict[str, Any]]:
     port = free_port()
     child = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(db), "--port", str(port), "--shared", str(shared)],
+        [sys.executable, __file__, "--serve", str(db), "--port", str(port), "--shared", str(shared), "--cache-rows", str(args.cache_rows)],
         stdout=subprocess.PIPE,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -142,16 +151,21 @@ def measure(db: Path, shared: float, args: argparse.Namespace) -> list[dict[str,
         if child.stdout.readline().strip() != b"ready":
             raise SystemExit("the server did not start")
         time.sleep(0.5)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        rss_start = rss_mb(child.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        began = time.perf_counter()
         conn.request("GET", PATH)
         first = json.loads(conn.getresponse().read())
+        first_ms = round((time.perf_counter() - began) * 1000, 1)
         conn.close()
         points = sum(len(series) for series in first["data"])
+        print(json.dumps({"first_request_ms": first_ms, "rss_mb_at_start": rss_start}), flush=True)
         results = []
         load(port, 1, 20, 10)  # warm the page cache and the reader threads
         for connections, requests in ((1, args.requests_c1), (16, args.requests_c16)):
             result = load(port, connections, requests, args.max_seconds)
-            result.update({"shared_seconds": shared, "series": len(first["series"]), "points": points})
+            result.update({"shared_seconds": shared, "cache_rows": args.cache_rows, "series": len(first["series"]), "points": points,
+                           "first_request_ms": first_ms, "rss_mb": rss_mb(child.pid)})
             results.append(result)
             print(json.dumps(result), flush=True)
         return results
@@ -164,7 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", type=Path)
     parser.add_argument("--port", type=int)
-    parser.add_argument("--shared", type=float, default=2.0)
+    parser.add_argument("--shared", type=float, default=0.0, help="share identical answers for this many seconds (default off)")
+    parser.add_argument("--cache-rows", type=int, default=CACHE_ROWS, help="series cache budget; 0 reads SQLite alone")
     parser.add_argument("--requests-c1", type=int, default=300)
     parser.add_argument("--requests-c16", type=int, default=2000)
     parser.add_argument("--max-seconds", type=float, default=20)
@@ -172,7 +187,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve, args.port, args.shared)
+        serve(args.serve, args.port, args.shared, args.cache_rows)
         return
     report: dict[str, Any] = {"runs": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,9 +204,8 @@ def main() -> None:
                     n += 1
             rows = row_count(db)
             print(f"od_readings rows: {rows}", flush=True)
-            for shared in (args.shared, 0.0):
-                for result in measure(db, shared, args):
-                    report["runs"].append({"stage": stage, "rows": rows, **result})
+            for result in measure(db, args.shared, args):
+                report["runs"].append({"stage": stage, "rows": rows, **result})
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -366,7 +366,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing),
             LeaderUiApi(descriptors, bioreactor, Path(config.get_str("appliance", "local_access_point_flag"))),
             LogsApi(db, mqtt, reactor),
-            TimeSeriesApi(db, reactor),
+            TimeSeriesApi(db, reactor, cache_rows=config.get_int("time_series", "cache_rows")),
             ExperimentProfilesApi(settings.data_dir, db, jobs),
             DatasetsApi(
                 db,

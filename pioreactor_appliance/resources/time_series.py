@@ -1,8 +1,10 @@
 """``/api/.../time_series/...`` and ``/api/experiments/<e>/media_rates``: chart data, in the reference's shapes.
 
-Reads run on the database's reader threads; answers are shared between
-identical requests for :data:`SHARED_SECONDS` (see answer_cache), and built
-as JSON by SQLite, so a busy dashboard costs little (docs/architecture.md).
+Reads run on the database's reader threads. The named sources are answered
+from recent series kept in memory (store/series_cache.py: a few ms per answer
+whatever the table's size); the generic ``<data_source>/<column>`` route reads
+SQLite. Identical requests may also share one answer for
+:data:`SHARED_SECONDS` (see answer_cache); docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from twisted.web.iweb import IRequest
 
 from ..store import time_series as store
 from ..store.database import Database
+from ..store.series_cache import SeriesCache
 from ..timestamps import iso_utc
 from .answer_cache import AnswerCache
 from .caching import cache_for
@@ -24,6 +27,7 @@ from .routing import Reply, route
 SHARED_SECONDS = 2.0  # under the 5 s a browser may already reuse an answer for
 CACHE_SECONDS = 5
 HOUR = 3600.0
+CACHE_ROWS = 1_000_000  # [time_series] cache_rows: ~110 bytes a row
 
 
 @define
@@ -37,10 +41,14 @@ class Window:
 class TimeSeriesApi:
     app = Klein()
 
-    def __init__(self, db: Database, clock: IReactorTime, shared_seconds: float = SHARED_SECONDS) -> None:
+    def __init__(
+        self, db: Database, clock: IReactorTime, shared_seconds: float = SHARED_SECONDS, cache_rows: int = CACHE_ROWS
+    ) -> None:
+        """``cache_rows`` bounds the series kept in memory (0: every answer reads SQLite)."""
         self._db = db
         self._clock = clock
         self._answers = AnswerCache(clock, shared_seconds)
+        self._series_json = SeriesCache(cache_rows).time_series_json if cache_rows > 0 else store.time_series_json
 
     async def _series(self, request: IRequest, source: str, experiment: str, unit: str | None, query: Window) -> Reply:
         cache_for(request, CACHE_SECONDS)
@@ -49,7 +57,7 @@ class TimeSeriesApi:
         def compute() -> Any:
             now = self._clock.seconds()
             low, high = iso_utc(now - query.lookback * HOUR), iso_utc(now)
-            return self._db.read(store.time_series_json, source, experiment, unit, low, high, query.target_points)
+            return self._db.read(self._series_json, source, experiment, unit, low, high, query.target_points)
 
         return Reply(await self._answers.get(key, compute))
 

@@ -25,6 +25,7 @@ def _script(name: str) -> str:
 MIGRATIONS: tuple[str, ...] = (
     _script("schema.sql"),
     _script("step2_read_indexes.sql"),
+    _script("step3_time_series_changes.sql"),
 )
 
 LATEST = len(MIGRATIONS)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 from attrs import frozen
@@ -76,7 +77,7 @@ def _units(conn: sqlite3.Connection, table: str, experiment: str) -> list[str]:
     return [row["name"] for row in rows]
 
 
-def _series_json(
+def sql_series_json(
     conn: sqlite3.Connection, source: Source, key: dict[str, Any], low: str, high: str, target_points: int
 ) -> str | None:
     """One series' points as JSON text, sampled per the reference; None when it has no rows in the window."""
@@ -118,25 +119,39 @@ def _series_json(
     return row["points"]
 
 
-def time_series_json(
-    conn: sqlite3.Connection, data_source: str, experiment: str, unit: str | None, low: str, high: str, target_points: int
-) -> bytes:
-    """``{"series": [...], "data": [...]}`` as JSON bytes, for rows with ``low < timestamp <= high``."""
-    source = SOURCES[data_source]
+SeriesJson = Callable[[sqlite3.Connection, Source, dict[str, Any], str, str, int], "str | None"]
+
+
+def series_keys(conn: sqlite3.Connection, source: Source, experiment: str, unit: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """Each series' name and key (``e``, ``u`` and, for channel tables, ``c``), in the answer's order."""
     units = [unit] if unit is not None else _units(conn, source.table, experiment)
+    if source.by_channel:
+        return [(f"{name}-{c}", {"e": experiment, "u": name, "c": c}) for name in units for c in CHANNELS]
+    return [(name, {"e": experiment, "u": name}) for name in units]
+
+
+def time_series_json(
+    conn: sqlite3.Connection,
+    data_source: str,
+    experiment: str,
+    unit: str | None,
+    low: str,
+    high: str,
+    target_points: int,
+    series_json: SeriesJson = sql_series_json,
+) -> bytes:
+    """``{"series": [...], "data": [...]}`` as JSON bytes, for rows with ``low < timestamp <= high``.
+
+    ``series_json`` answers one series (the SQL path by default; the leader's in-memory cache otherwise).
+    """
+    source = SOURCES[data_source]
     names: list[str] = []
     parts: list[str] = []
-    for name in units:
-        keys = (
-            [(f"{name}-{c}", {"e": experiment, "u": name, "c": c}) for c in CHANNELS]
-            if source.by_channel
-            else [(name, {"e": experiment, "u": name})]
-        )
-        for series, key in keys:
-            points = _series_json(conn, source, key, low, high, target_points)
-            if points is not None:
-                names.append(series)
-                parts.append(points)
+    for series, key in series_keys(conn, source, experiment, unit):
+        points = series_json(conn, source, key, low, high, target_points)
+        if points is not None:
+            names.append(series)
+            parts.append(points)
     return _envelope(names, parts)
 
 
