@@ -9,7 +9,9 @@ experiments and measures again, each time in a fresh server process. Sharing of
 answers between identical requests is off unless ``--shared SECONDS`` (every
 request is answered afresh from the series cache); ``--cache-rows 0`` answers
 from SQLite alone. The first request of each server (the cache's fill) is
-reported apart, and the server's RSS after the load.
+reported apart, and the server's RSS after the load. With ``--live``, rows arrive
+during the measurement as 4 live units would send them (one per series every 5 s,
+staggered), so answers cannot simply be served again.
 """
 
 from __future__ import annotations
@@ -80,6 +82,40 @@ def serve(db: Path, port: int, shared: float, cache_rows: int) -> None:
     reactor.listenTCP(port, site, interface="127.0.0.1")
     print("ready", flush=True)
     reactor.run()
+
+
+class Live:
+    """Stands for the ingest: one new row per series every EVERY s, the series staggered, as real units publish."""
+
+    def __init__(self, db: Path, units: list[str]) -> None:
+        self._db = db
+        self._series = [(unit, channel) for unit in units for channel in (1, 2)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.rows = 0
+
+    def __enter__(self) -> Live:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._db, isolation_level=None)
+        gap = EVERY / len(self._series)
+        while not self._stop.is_set():
+            for unit, channel in self._series:
+                if self._stop.wait(gap):
+                    break
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+                conn.execute(
+                    "INSERT INTO od_readings (experiment, pioreactor_unit, timestamp, od_reading, angle, channel) VALUES ('bench', ?, ?, 0.6, 90, ?)",
+                    (unit, stamp, channel),
+                )
+                self.rows += 1
+        conn.close()
 
 
 def free_port() -> int:
@@ -163,7 +199,12 @@ def measure(db: Path, shared: float, args: argparse.Namespace) -> list[dict[str,
         results = []
         load(port, 1, 20, 10)  # warm the page cache and the reader threads
         for connections, requests in ((1, args.requests_c1), (16, args.requests_c16)):
-            result = load(port, connections, requests, args.max_seconds)
+            if args.live:
+                with Live(db, [f"pio{i:02d}" for i in range(UNITS)]) as live:
+                    result = load(port, connections, requests, args.max_seconds)
+                result["live_rows_inserted"] = live.rows
+            else:
+                result = load(port, connections, requests, args.max_seconds)
             result.update({"shared_seconds": shared, "cache_rows": args.cache_rows, "series": len(first["series"]), "points": points,
                            "first_request_ms": first_ms, "rss_mb": rss_mb(child.pid)})
             results.append(result)
@@ -184,6 +225,7 @@ def main() -> None:
     parser.add_argument("--requests-c16", type=int, default=2000)
     parser.add_argument("--max-seconds", type=float, default=20)
     parser.add_argument("--grow-to", type=int, default=10_000_000)
+    parser.add_argument("--live", action="store_true", help="insert rows as 4 live units would while measuring")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.serve:

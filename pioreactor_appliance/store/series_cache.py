@@ -43,11 +43,19 @@ SeriesKey = tuple[str, str, str, int | None]  # table, experiment, unit, channel
 
 @define
 class _Series:
-    """One series: timestamps and encoded points in time order (ties in rowid order), complete up to rowid ``upto``."""
+    """One series: timestamps and encoded points in time order (ties in rowid order), complete up to rowid ``upto``.
+
+    ``answer`` is the last answer and what it was sampled from: rows ``lo:hi``
+    for ``target_points`` at insertion count ``inserts``. The same inputs give
+    the same bytes, so it is served again until a row enters or leaves the
+    window (lo or hi moves) or a late row is put inside it (``inserts``).
+    """
 
     upto: int
     ms: array[int] = field(factory=lambda: array("q"))
     points: list[str] = field(factory=list)
+    inserts: int = 0
+    answer: tuple[tuple[int, int, int, int], str] | None = None
 
     def add(self, ms: int, point: str) -> None:
         """A row newer than ``upto``: appended, or put in its place if it is late."""
@@ -58,6 +66,18 @@ class _Series:
             at = bisect_right(self.ms, ms)  # after rows with the same time: they have lower rowids
             self.ms.insert(at, ms)
             self.points.insert(at, point)
+            self.inserts += 1  # rows before the end moved: an earlier answer's indexes mean other rows now
+
+    def sampled(self, lo: int, hi: int, target_points: int) -> str:
+        """The points §3 keeps among rows ``lo:hi``, as JSON text."""
+        inputs = (lo, hi, target_points, self.inserts)
+        if self.answer is not None and self.answer[0] == inputs:
+            return self.answer[1]
+        chosen = picks(self.ms, lo, hi, target_points)
+        points = itemgetter(*chosen)(self.points) if len(chosen) > 1 else (self.points[chosen[0]],)
+        text = "[" + ",".join(points) + "]"
+        self.answer = (inputs, text)
+        return text
 
 
 @define
@@ -169,9 +189,7 @@ class SeriesCache:
         lo, hi = bisect_right(series.ms, low_ms), bisect_right(series.ms, high_ms)
         if lo == hi:
             return None
-        chosen = picks(series.ms, lo, hi, target_points)
-        points = itemgetter(*chosen)(series.points) if len(chosen) > 1 else (series.points[chosen[0]],)
-        return "[" + ",".join(points) + "]"
+        return series.sampled(lo, hi, target_points)
 
     def _fill(self, conn: sqlite3.Connection, source: store.Source, key: dict[str, Any], cache_key: SeriesKey) -> _Series | None:
         """Read a whole series in this snapshot (its index in order); None, and remembered, if it alone is over budget."""

@@ -76,6 +76,18 @@ class SeriesCacheTests(TestCase):
         self.assertEqual([p["y"] for p in body["data"][0]], [0.05, 0.1, 0.2])  # the late row in its place
         self.assertEqual(cache.rows, 4)
 
+    async def test_a_repeated_answer_is_reused_until_its_rows_change(self) -> None:
+        cache = SeriesCache(max_rows=1000)
+        rows = [("exp", "pio01", iso_utc(NOW - 10 * i), 0.001 * i, 1) for i in range(1, 200)]
+        await self.db.run(_insert_od, rows)
+        first = await self.both(cache, "od_readings", None, 1, 17)
+        self.assertEqual(await self.both(cache, "od_readings", None, 1, 17), first)
+        # A late row inside the window, then one before it: each answer is the SQL path's again.
+        await self.db.run(_insert_od, [("exp", "pio01", iso_utc(NOW - 1005), 9.0, 1)])
+        second = await self.both(cache, "od_readings", None, 1, 17)
+        await self.db.run(_insert_od, [("exp", "pio01", iso_utc(NOW - 2 * HOUR), 7.0, 1)])
+        self.assertEqual(await self.both(cache, "od_readings", None, 1, 17), second)
+
     async def test_deletes_and_updates_are_seen(self) -> None:
         cache = SeriesCache(max_rows=1000)
         await self.db.run(_insert_growth, [("pio01", iso_utc(NOW - s), float(s)) for s in (10, 20, 30)])
