@@ -156,6 +156,7 @@ class _Reader:
         self._loader = loader
         self._nodes = 0
         self.inputs: dict[str, Value] = {}  # bare words in expressions that name an input take its value
+        self._parsed: set[int] = set()  # the nodes read as expressions, the only ones the listing may keep
 
     def _count(self, node: yaml.Node) -> None:
         self._nodes += 1
@@ -206,6 +207,7 @@ class _Reader:
 
     def expression(self, node: yaml.Node, path: str, parse: Any) -> Any:
         """``parse`` (a profile_expressions parser) applied to the node's text, its errors as diagnostics."""
+        self._parsed.add(id(node))
         try:
             return parse(self.scalar(node, path, expressions=True), self.inputs)
         except ExpressionSyntaxError as e:
@@ -227,13 +229,14 @@ class _Reader:
     def data(self, node: yaml.Node, path: str, expressions: str = "refuse") -> Any:
         """Any JSON-like value (options, metadata): mappings with text keys, lists, scalars.
 
-        ``expressions``: "refuse" them, "parse" them (options), or "keep" their text (the listing).
+        ``expressions``: "refuse" them, "parse" them (options), or "keep" the text of those
+        already parsed (the listing, walked after the actions), refusing any other.
         """
         if isinstance(node, yaml.MappingNode):
             return {key: self.data(value, f"{path}.{key}", expressions) for key, value in self.mapping(node, path, None).items()}
         if isinstance(node, yaml.SequenceNode):
             return [self.data(item, f"{path}[{i}]", expressions) for i, item in enumerate(self.sequence(node, path))]
-        value = self.scalar(node, path, expressions != "refuse")
+        value = self.scalar(node, path, expressions == "parse" or (expressions == "keep" and id(node) in self._parsed))
         if expressions == "parse" and isinstance(value, str):
             return self.expression(node, path, parse_value)
         if not (value is None or isinstance(value, (str, int, float, bool))):
