@@ -17,13 +17,22 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import yaml
 from attrs import field, frozen
 
 from .calibration_files import Escapes, confined
-from .profile_expressions import Expression, ExpressionSyntaxError, Literal, Template, Value, coerce, parse_condition, parse_value
+from .profile_expressions import (
+    Expression,
+    ExpressionSyntaxError,
+    Literal,
+    Template,
+    Value,
+    coerce,
+    parse_condition,
+    parse_value,
+)
 from .resources.names import unit_name_problem
 
 PROFILES_DIR = "experiment_profiles"  # in the leader's data directory
@@ -94,7 +103,7 @@ def profile_path(data_dir: Path, filename: str) -> Path:
         raise ValueError(f"{filename} leads outside {PROFILES_DIR}/ (a link?)") from None
 
 
-Condition = Union[bool, Expression]
+Condition = bool | Expression
 
 
 @frozen

@@ -20,7 +20,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 from attrs import frozen
 
@@ -31,7 +31,7 @@ FUNCTIONS = ("random", "unit", "hours_elapsed", "experiment", "job_name")
 BRACKETED = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 WHOLE = re.compile(r"\s*\$\{\{(.*)\}\}\s*", re.DOTALL)
 
-Value = Union[float, bool, str]
+Value = float | bool | str
 
 
 class ExpressionSyntaxError(ValueError):
@@ -67,7 +67,10 @@ def coerce(value: Any) -> Value:
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
-        return _finite(float(value))
+        try:
+            return _finite(float(value))
+        except OverflowError:  # an integer too large for a float
+            raise EvaluationError("the value is not a finite number") from None
     if isinstance(value, str):
         text = value.strip()
         if text.lower() in ("true", "false"):
@@ -147,7 +150,7 @@ class Lookup:
             return coerce(text)
         try:
             value: Any = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a payload nested deeper than Python's stack
             raise EvaluationError(f"{name} is not JSON, so .{'.'.join(self.keys)} cannot index it") from None
         for key in self.keys:
             if not isinstance(value, dict) or key not in value:
@@ -216,7 +219,7 @@ class Binary:
         return _power(a, b)
 
 
-Node = Union[Literal, Lookup, Call, Unary, Binary]
+Node = Literal | Lookup | Call | Unary | Binary
 
 
 def _ordered(op: str, left: Value, right: Value) -> bool:

@@ -29,6 +29,8 @@ PAYLOADS = {
     ("pio1", "growth_rate_calculating", "growth_rate"): json.dumps({"growth_rate": 0.4}).encode(),
     ("pio1", "dosing_automation", "enabled"): b"True",
     ("pio1", "odd", "list"): b"[1, 2]",
+    ("pio1", "odd", "deep"): b"[" * 100_000 + b"]" * 100_000,
+    ("pio1", "odd", "huge"): b'{"n": 1' + b"0" * 400 + b"}",
 }
 
 
@@ -106,6 +108,8 @@ class ValueTests(TestCase):
             ("pio1:stirring:$state.key", EvaluationError, "not JSON"),
             ("pio1:stirring:target_rpm.key", MissingValue, "no key 'key'"),
             ("pio1:odd:list.0", MissingValue, "no key '0'"),
+            ("pio1:odd:deep.x", EvaluationError, "not JSON"),
+            ("pio1:odd:huge.n", EvaluationError, "not a finite number"),
             ("pio1:od_reading:ods.od_raw", EvaluationError, "not a number, text or true/false"),
             ("1 / 0", EvaluationError, "division by zero"),
             ("0 ** -1", EvaluationError, "division by zero"),
