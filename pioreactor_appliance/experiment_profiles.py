@@ -5,9 +5,11 @@ which workers, and when. A typo in it must not surface hours into a run, so
 the whole file is checked when it is saved and again when it runs, and every
 problem names its line and field (the YAML node marks give the lines).
 
-Expressions (``${{ ... }}``) are not evaluated by this appliance: a profile
-that uses one is refused with a diagnostic saying so, rather than run with a
-literal string where the lab meant a computed value.
+Expressions (``${{ ... }}``, see profile_expressions) are parsed here too, in
+the places the reference evaluates them (options, log messages, ``if``,
+``while``, ``wait_until``/``condition``): a syntax error is a diagnostic like
+any other, and an expression anywhere else is refused rather than run as its
+literal text. They are evaluated when the action runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,16 @@ import yaml
 from attrs import field, frozen
 
 from .calibration_files import Escapes, confined
+from .profile_expressions import (
+    Expression,
+    ExpressionSyntaxError,
+    Literal,
+    Template,
+    Value,
+    coerce,
+    parse_condition,
+    parse_value,
+)
 from .resources.names import unit_name_problem
 
 PROFILES_DIR = "experiment_profiles"  # in the leader's data directory
@@ -91,6 +103,9 @@ def profile_path(data_dir: Path, filename: str) -> Path:
         raise ValueError(f"{filename} leads outside {PROFILES_DIR}/ (a link?)") from None
 
 
+Condition = bool | Expression
+
+
 @frozen
 class Action:
     """One step of a job's plan; ``hours`` is from the start of the profile (or of the enclosing repeat or when)."""
@@ -98,12 +113,14 @@ class Action:
     type: str
     hours: float
     line: int
-    options: dict[str, Any] = field(factory=dict)
+    options: dict[str, Any] = field(factory=dict)  # values may be Expression or Template
     args: tuple[str, ...] = ()
     config_overrides: tuple[tuple[str, str], ...] = ()
-    enabled: bool = True  # ``if``
+    condition: Condition = True  # ``if``, checked when the action is due
     every_hours: float | None = None  # repeat
     max_hours: float | None = None  # repeat
+    repeat_while: Condition = True  # repeat: checked before each round
+    wait_until: Condition = True  # when: polled until true
     actions: tuple[Action, ...] = ()  # repeat, when
 
 
@@ -147,6 +164,8 @@ class _Reader:
     def __init__(self, loader: yaml.SafeLoader) -> None:
         self._loader = loader
         self._nodes = 0
+        self.inputs: dict[str, Value] = {}  # bare words in expressions that name an input take its value
+        self._parsed: set[int] = set()  # the nodes read as expressions, the only ones the listing may keep
 
     def _count(self, node: yaml.Node) -> None:
         self._nodes += 1
@@ -179,20 +198,36 @@ class _Reader:
             raise ProfileError("expected a list (lines starting with '-')", path, _line(node), "wrong_type")
         return list(node.value)
 
-    def scalar(self, node: yaml.Node, path: str) -> Any:
+    def scalar(self, node: yaml.Node, path: str, expressions: bool = False) -> Any:
+        """One value; text with ``${{`` only where ``expressions`` allows it (parsed by the caller)."""
         self._count(node)
         if not isinstance(node, yaml.ScalarNode):
             raise ProfileError("expected a single value", path, _line(node), "wrong_type")
         value = self._loader.construct_object(node)
-        if isinstance(value, str) and "${{" in value:
+        if isinstance(value, str) and "${{" in value and not expressions:
             raise ProfileError(
-                "expressions (${{ ... }}) are not supported by this appliance",
+                "expressions (${{ ... }}) are allowed only in options, log messages, if, while, wait_until and condition",
                 path,
                 _line(node),
                 "unsupported_expression",
-                "Write the value itself; see docs/api-deviations.md.",
+                "Write the value itself here; see docs/api-deviations.md.",
             )
         return value
+
+    def expression(self, node: yaml.Node, path: str, parse: Any) -> Any:
+        """``parse`` (a profile_expressions parser) applied to the node's text, its errors as diagnostics."""
+        self._parsed.add(id(node))
+        try:
+            return parse(self.scalar(node, path, expressions=True), self.inputs)
+        except ExpressionSyntaxError as e:
+            raise ProfileError(
+                f"bad expression, {e}",
+                path,
+                _line(node),
+                "expression_syntax",
+                "Expressions take numbers, bare words, + - * / **, comparisons, and/or/not, ( ), "
+                "unit:job:setting and the functions random(), unit(), hours_elapsed(), experiment(), job_name().",
+            ) from None
 
     def text(self, node: yaml.Node, path: str) -> str:
         value = self.scalar(node, path)
@@ -200,13 +235,19 @@ class _Reader:
             raise ProfileError(f"expected text, got {value!r}", path, _line(node), "wrong_type", "Quote it.")
         return value
 
-    def data(self, node: yaml.Node, path: str) -> Any:
-        """Any JSON-like value (options, metadata): mappings with text keys, lists, scalars."""
+    def data(self, node: yaml.Node, path: str, expressions: str = "refuse") -> Any:
+        """Any JSON-like value (options, metadata): mappings with text keys, lists, scalars.
+
+        ``expressions``: "refuse" them, "parse" them (options), or "keep" the text of those
+        already parsed (the listing, walked after the actions), refusing any other.
+        """
         if isinstance(node, yaml.MappingNode):
-            return {key: self.data(value, f"{path}.{key}") for key, value in self.mapping(node, path, None).items()}
+            return {key: self.data(value, f"{path}.{key}", expressions) for key, value in self.mapping(node, path, None).items()}
         if isinstance(node, yaml.SequenceNode):
-            return [self.data(item, f"{path}[{i}]") for i, item in enumerate(self.sequence(node, path))]
-        value = self.scalar(node, path)
+            return [self.data(item, f"{path}[{i}]", expressions) for i, item in enumerate(self.sequence(node, path))]
+        value = self.scalar(node, path, expressions == "parse" or (expressions == "keep" and id(node) in self._parsed))
+        if expressions == "parse" and isinstance(value, str):
+            return self.expression(node, path, parse_value)
         if not (value is None or isinstance(value, (str, int, float, bool))):
             raise ProfileError(f"{value!r} is not a plain value; quote it", path, _line(node), "wrong_type")
         if isinstance(value, float) and not math.isfinite(value):
@@ -225,11 +266,19 @@ class _Reader:
             raise ProfileError(f"{value!r} is not a time", path, _line(node), "bad_time", "Use hours as a number >= 0, or 30s, 2m, 1.5h, 2d.")
         return float(value)
 
-    def flag(self, node: yaml.Node, path: str) -> bool:
-        value = self.scalar(node, path)
-        if not isinstance(value, bool):
-            raise ProfileError(f"expected true or false, got {value!r}", path, _line(node), "wrong_type")
-        return value
+    def condition(self, node: yaml.Node, path: str) -> Condition:
+        """true, false, or an expression (with or without its ``${{ }}``, as the reference takes it)."""
+        value = self.scalar(node, path, expressions=True)
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, str):
+            raise ProfileError(f"expected true, false or an expression, got {value!r}", path, _line(node), "wrong_type")
+        found: Expression = self.expression(node, path, parse_condition)
+        if isinstance(found.tree, Literal):
+            if isinstance(found.tree.value, bool):
+                return found.tree.value
+            raise ProfileError(f"{value!r} is neither true nor false", path, _line(node), "wrong_type", "Compare it: ${{ ... > ... }}.")
+        return found
 
 
 def _line(node: yaml.Node) -> int:
@@ -249,9 +298,9 @@ def _action(reader: _Reader, node: yaml.Node, path: str, allowed_types: tuple[st
     hours = reader.hours(keys[time_key], f"{path}.{time_key}") if time_key in keys else 0.0
     values: dict[str, Any] = {"type": kind, "hours": hours, "line": _line(node)}
     if "if" in keys:
-        values["enabled"] = reader.flag(keys["if"], f"{path}.if")
+        values["condition"] = reader.condition(keys["if"], f"{path}.if")
     if "options" in keys:
-        options = reader.data(keys["options"], f"{path}.options")
+        options = reader.data(keys["options"], f"{path}.options", "parse")
         if not isinstance(options, dict):
             raise ProfileError("options is a mapping", f"{path}.options", _line(keys["options"]), "wrong_type")
         values["options"] = options
@@ -268,9 +317,11 @@ def _action(reader: _Reader, node: yaml.Node, path: str, allowed_types: tuple[st
     if kind == "repeat":
         values.update(_repeat(reader, keys, path, node))
     if kind == "when":
+        if "wait_until" in keys and "condition" in keys:
+            raise ProfileError("give wait_until or condition, not both", path, _line(node), "duplicate_key")
         for name in ("wait_until", "condition"):
-            if name in keys and not reader.flag(keys[name], f"{path}.{name}"):
-                values["enabled"] = False
+            if name in keys:
+                values["wait_until"] = reader.condition(keys[name], f"{path}.{name}")
     if kind in ("repeat", "when"):
         if "actions" not in keys:
             raise ProfileError("actions is required", f"{path}.actions", _line(node), "missing_field")
@@ -282,7 +333,7 @@ def _action(reader: _Reader, node: yaml.Node, path: str, allowed_types: tuple[st
 
 
 def _check_log(reader: _Reader, keys: dict[str, yaml.Node], options: dict[str, Any], path: str) -> None:
-    if not isinstance(options.get("message"), str) or not options["message"]:
+    if not isinstance(options.get("message"), (str, Expression, Template)) or not options["message"]:
         raise ProfileError("a log action needs options.message (text)", f"{path}.options.message", _line(keys.get("options", keys["type"])), "missing_field")
     unknown = sorted(set(options) - {"message", "level"})
     if unknown:
@@ -302,8 +353,21 @@ def _repeat(reader: _Reader, keys: dict[str, yaml.Node], path: str, node: yaml.N
     max_key = "max_time" if "max_time" in keys else "max_hours"
     if max_key in keys:
         found["max_hours"] = reader.hours(keys[max_key], f"{path}.{max_key}")
-    if "while" in keys and not reader.flag(keys["while"], f"{path}.while"):
-        found["enabled"] = False
+    if "while" in keys:
+        found["repeat_while"] = reader.condition(keys["while"], f"{path}.while")
+    return found
+
+
+def _inputs(reader: _Reader, node: yaml.Node) -> dict[str, Value]:
+    """The profile's named constants: numbers, text or true/false, as expressions see them."""
+    found = {}
+    for name, value_node in reader.mapping(node, "inputs", None).items():
+        if not JOB_NAME.fullmatch(name) or name.lower() in ("and", "or", "not", "true", "false"):
+            raise ProfileError(f"{name!r} cannot name an input (letters, digits, '_'; not a keyword)", f"inputs.{name}", _line(value_node), "bad_name")
+        value = reader.scalar(value_node, f"inputs.{name}")
+        if value is None or not isinstance(value, (str, int, float, bool)) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ProfileError(f"an input is a number, text or true/false, not {value!r}", f"inputs.{name}", _line(value_node), "wrong_type")
+        found[name] = coerce(value)
     return found
 
 
@@ -346,7 +410,7 @@ def parse_profile(text: str) -> Profile:
             plugin = reader.mapping(item, f"plugins[{i}]", ("name", "version"), required=("name",))
             plugins.append({k: reader.text(v, f"plugins[{i}].{k}") for k, v in plugin.items()})
         if "inputs" in keys:
-            reader.mapping(keys["inputs"], "inputs", None)
+            reader.inputs = _inputs(reader, keys["inputs"])
         common: tuple[JobPlan, ...] = ()
         if "common" in keys:
             common_keys = reader.mapping(keys["common"], "common", ("jobs",))
@@ -361,7 +425,7 @@ def parse_profile(text: str) -> Profile:
             label = reader.text(unit_keys["label"], f"{where}.label") if "label" in unit_keys else None
             jobs = _jobs(reader, unit_keys["jobs"], f"{where}.jobs") if "jobs" in unit_keys else ()
             units.append(UnitPlan(unit, label, jobs))
-        data = reader.data(root, "")
+        data = reader.data(root, "", "keep")
         return Profile(name, common, tuple(units), tuple(plugins), data)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)

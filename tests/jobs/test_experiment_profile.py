@@ -299,3 +299,154 @@ class RefusalTests(RunnerTestCase):
         self.manager._leader_services = None
         with self.assertRaisesRegex(JobFailed, "leader only"):
             await self.run_profile(SCHEDULE)
+
+
+class ExpressionTests(RunnerTestCase):
+    """Expressions are computed when their action is due, from the latest values the workers published."""
+
+    def set_value(self, unit: str, job: str, setting: str, payload: str) -> None:
+        self.broker.client(f"{unit}-{job}").publish(f"pioreactor/{unit}/exp1/{job}/{setting}", payload, qos=1, retain=True)
+
+    def logged(self, level: str) -> list[str]:
+        return [json.loads(m.payload)["message"] for m in self.broker.published(f"pioreactor/leader/exp1/logs/app/{level}")]
+
+    async def test_if_decides_when_the_action_is_due_and_a_missing_value_skips_it_with_a_warning(self) -> None:
+        self.set_value("pio1", "stirring", "target_rpm", "500")
+        await self.run_profile(
+            """
+experiment_profile_name: ifs
+common:
+  jobs:
+    stirring:
+      actions:
+        - type: stop
+          t: 1m
+          if: ${{ ::stirring:target_rpm > 400 }}
+        - type: stop
+          t: 2m
+          if: ::stirring:target_rpm > 600
+"""
+        )
+        self.set_value("pio2", "stirring", "target_rpm", "450")  # in time: the condition is read when the action is due
+        stop = {"job_name": "stirring", "experiment": "exp1"}
+        self.assertEqual(self.calls_after(60), [("POST", [u], "/unit_api/jobs/stop", stop) for u in ("pio1", "pio2")])
+        self.set_value("pio2", "stirring", "target_rpm", "700")
+        self.set_value("pio1", "stirring", "target_rpm", "")  # cleared: no value any more
+        self.assertEqual(self.calls_after(60), [("POST", ["pio2"], "/unit_api/jobs/stop", stop)], "false on pio1 (no value), true on pio2")
+        [warning] = self.logged("warning")
+        self.assertIn("stop stirring on pio1 (line 10): if ${{::stirring:target_rpm > 600}} counts as false: pio1:stirring:target_rpm has no value yet", warning)
+
+    async def test_when_waits_until_a_published_value_crosses_its_threshold(self) -> None:
+        job = await self.run_profile(
+            """
+experiment_profile_name: when
+pioreactors:
+  pio1:
+    jobs:
+      dosing_automation:
+        actions:
+          - type: when
+            t: 1m
+            wait_until: ${{ pio1:od_reading:od1.od >= 1.5 }}
+            actions:
+              - type: start
+                options: {automation_name: turbidostat}
+              - type: log
+                t: 10s
+                options: {message: "OD ${{ pio1:od_reading:od1.od }} after ${{ hours_elapsed() * 60 }} minutes on ${{ unit() }}"}
+"""
+        )
+        self.assertEqual(self.calls_after(600), [], "no value yet, then below the threshold")
+        self.set_value("pio1", "od_reading", "od1", json.dumps({"od": 1.2, "timestamp": "2026-01-05T12:10:00Z"}))
+        self.assertEqual(self.calls_after(300), [])
+        self.set_value("pio1", "od_reading", "od1", json.dumps({"od": 1.6, "timestamp": "2026-01-05T12:15:00Z"}))
+        self.assertEqual(self.calls_after(4), [], "polled every 5 s (profile_when_poll_seconds)")
+        calls = self.calls_after(1)
+        self.assertEqual([c[:3] for c in calls], [("POST", ["pio1"], RUN.format("dosing_automation"))])
+        self.assertEqual(calls[0][3]["options"], {"automation_name": "turbidostat"})
+        self.clock.advance(10)
+        self.assertIn("OD 1.6 after 15.25 minutes on pio1", self.logged("notice"), "at 905 s + 10 s")
+        self.assertEqual(
+            [w for w in self.logged("warning") if "wait_until" in w], [self.logged("warning")[0]], "one warning for a missing value, not one per poll"
+        )
+        await job.when_stopped()
+
+    async def test_repeat_while_stops_repeating_when_it_turns_false(self) -> None:
+        self.set_value("pio2", "stirring", "target_rpm", "100")
+        job = await self.run_profile(
+            """
+experiment_profile_name: ramp
+inputs:
+  ceiling: 400
+  step: 100
+pioreactors:
+  pio2:
+    jobs:
+      stirring:
+        actions:
+          - type: repeat
+            every: 1m
+            while: ${{ pio2:stirring:target_rpm < ceiling }}
+            actions:
+              - type: update
+                options: {target_rpm: "${{ pio2:stirring:target_rpm + step }}", note: "${{ job_name() }} in ${{ experiment() }}"}
+"""
+        )
+        sent = []
+        for _ in range(10):
+            for call in self.calls_after(60):
+                rpm = call[3]["settings"]["target_rpm"]
+                sent.append(rpm)
+                self.set_value("pio2", "stirring", "target_rpm", str(rpm))  # as the worker would publish it
+        self.assertEqual(sent, [200.0, 300.0, 400.0], "computed from the value published at each round")
+        self.assertEqual(self.fanout.calls[0][3]["settings"]["note"], "stirring in exp1")
+        await job.when_stopped()
+        self.assertEqual(self.running(), [])
+
+    async def test_an_option_that_cannot_be_computed_skips_its_action_and_the_run_goes_on(self) -> None:
+        self.set_value("pio1", "stirring", "$state", "ready")
+        job = await self.run_profile(
+            """
+experiment_profile_name: typo
+pioreactors:
+  pio1:
+    jobs:
+      stirring:
+        actions:
+          - type: update
+            options: {target_rpm: "${{ pio1:stirring:$state * 2 }}"}
+          - type: update
+            t: 1m
+            options: {target_rpm: "${{ 100 + 50 }}"}
+"""
+        )
+        self.assertEqual(self.calls_after(0), [])
+        self.assertIn("update stirring on pio1 (line 8) skipped: an expression in its options: * takes numbers, not the text 'ready'", self.logged("warning"))
+        self.assertEqual(self.calls_after(60), [("PATCH", ["pio1"], SETTINGS.format("stirring"), {"settings": {"target_rpm": 150.0}})])
+        await job.when_stopped()
+
+    async def test_it_follows_only_the_settings_its_expressions_name_until_it_stops(self) -> None:
+        job = await self.run_profile(
+            """
+experiment_profile_name: follow
+common:
+  jobs:
+    stirring:
+      actions:
+        - type: when
+          condition: ${{ ::od_reading:od1.od > 1 or pio1:temperature_automation:temperature > 30 }}
+          actions:
+            - type: stop
+"""
+        )
+        [connection] = [c for c in self.broker.connections if "experiment_profile" in c.client_id]
+        followed = ["pioreactor/+/exp1/od_reading/od1", "pioreactor/+/exp1/temperature_automation/temperature"]
+        self.assertEqual(sorted(t for t in connection.subscriptions if "/set" not in t and "$state" not in t), followed)
+        self.set_value("pio2", "od_reading", "od1", json.dumps({"od": 1.1}))
+        self.assertEqual(self.calls_after(5), [("POST", ["pio2"], "/unit_api/jobs/stop", {"job_name": "stirring", "experiment": "exp1"})])
+        self.set_value("pio1", "temperature_automation", "temperature", "31")
+        self.assertEqual(self.calls_after(5), [], "pio1 has no od1 yet: the whole condition is false")
+        self.set_value("pio1", "od_reading", "od1", json.dumps({"od": 0.5}))
+        self.assertEqual(len(self.calls_after(5)), 1)
+        await job.when_stopped()
+        self.assertEqual(connection.subscriptions, {})

@@ -107,6 +107,14 @@ class CrudTests(ProfilesTestCase):
         await self.error("GET", f"{PROFILES}/demo.yaml", 404, "demo.yaml")
         self.assertEqual(sorted(p.name for p in self.folder.iterdir()), ["broken.yaml", "empty.yml", "new one.yml", "notes.txt"], "no temporary files left")
 
+    async def test_a_profile_with_expressions_is_saved_and_listed_as_written(self) -> None:
+        body = GOOD.replace("400", "${{ rpm * 2 }}").replace("t: 1m", "t: 1m\n          if: ${{ ::stirring:$state != ready }}") + "inputs:\n  rpm: 200\n"
+        await self.call("POST", PROFILES, expect=200, json={"filename": "demo.yaml", "body": body})
+        [listed] = await self.call("GET", PROFILES, expect=200)
+        [action] = listed["experimentProfile"]["common"]["jobs"]["stirring"]["actions"]
+        self.assertEqual(action, {"type": "start", "t": "1m", "if": "${{ ::stirring:$state != ready }}", "options": {"target_rpm": "${{ rpm * 2 }}"}})
+        self.assertEqual(listed["experimentProfile"]["inputs"], {"rpm": 200})
+
     async def test_an_existing_name_is_not_overwritten_by_post(self) -> None:
         await self.call("POST", PROFILES, expect=200, json={"filename": "demo.yaml", "body": GOOD})
         await self.error("POST", PROFILES, 400, "already exists", json={"filename": "demo.yaml", "body": GOOD.replace("demo", "other")})
@@ -127,7 +135,15 @@ class BadInputTests(ProfilesTestCase):
             ("experiment_profile_name: x\nversion: 1.0\n", "wrong_type", ["line 2", "version", "expected text"]),
             ("experiment_profile_name: x\npioreactors:\n  10.0.0.2:\n    jobs: {}\n", "bad_name", ["line 4", "IP address"]),
             ("experiment_profile_name: x\nplugins:\n  - version: '1'\n", "missing_field", ["line 3", "plugins[0].name: name is required"]),
-            ("experiment_profile_name: '${{ unit() }}'\n", "unsupported_expression", ["expressions"]),
+            ("experiment_profile_name: '${{ unit() }}'\n", "unsupported_expression", ["line 1", "allowed only in options, log messages, if"]),
+            (GOOD.replace("Cam", "${{ unit() }}"), "unsupported_expression", ["line 3", "metadata.author"]),
+            (GOOD.replace("400", "${{ 1 + }}"), "expression_syntax", ["line 11", "actions[0].options.target_rpm", "bad expression, column 9: expected a number"]),
+            (GOOD.replace("t: 1m", "t: 1m\n          if: ${{ unit() == 'pio1' }}"), "expression_syntax", ["line 10", "actions[0].if", "column 15: unexpected character", "bare"]),
+            (GOOD.replace("t: 1m", "if: maybe"), "wrong_type", ["line 9", "actions[0].if", "'maybe' is neither true nor false"]),
+            (GOOD.replace("t: 1m", "if: ${{ 1 < 2 < 3 }}"), "expression_syntax", ["comparisons do not chain"]),
+            (GOOD.replace("t: 1m", "if: ${{ " + "(" * 40 + "1" + ")" * 40 + " }}"), "expression_syntax", ["nests more than 32 deep"]),
+            (GOOD + "inputs:\n  and: 3\n", "bad_name", ["line 13", "inputs.and", "not a keyword"]),
+            (GOOD + "inputs:\n  rpm: ${{ 3 }}\n", "unsupported_expression", ["line 13", "inputs.rpm"]),
             ("experiment_profile_name: x\n" + "#" * MAX_PROFILE_BYTES, "too_large", [f"larger than {MAX_PROFILE_BYTES} bytes"]),
         ]:
             error = await self.error("POST", PROFILES, 400, "Validation error.", *mentions, json={"filename": "p.yaml", "body": body})
