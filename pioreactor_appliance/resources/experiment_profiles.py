@@ -8,8 +8,6 @@ reference's safe set and never leave that directory.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -18,6 +16,7 @@ from klein import Klein
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
+from ..atomic_files import write_atomically
 from ..errors import ApiError
 from ..experiment_profiles import (
     SUFFIXES,
@@ -100,22 +99,12 @@ def _named(data_dir: Path, filename: str, missing_is: int = 400) -> Path:
 def _write(path: Path, text: str, create_only: bool) -> None:
     """The file is the old one or the whole new one; with ``create_only``, an existing file is 400."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if create_only:
-            os.link(temporary, path)  # fails if the name exists, with no window for a race
-        else:
-            os.replace(temporary, path)
+        write_atomically(path, text, create_only=create_only)
     except FileExistsError:
         raise ApiError(
             400, f"A profile named {path.name} already exists.", remediation="Choose another name, or change it with PATCH /api/experiment_profiles/<filename>."
         ) from None
-    finally:
-        Path(temporary).unlink(missing_ok=True)
 
 
 def _listing(root: Path) -> list[ProfileListing]:
