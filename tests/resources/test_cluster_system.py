@@ -217,6 +217,7 @@ class ClusterSystemTests(LeaderApiTestCase):
             ("https://example.com/release.zip", "$broadcast", 400, "not an uploaded file"),
             ("missing.zip", "$broadcast", 400, "does not exist"),
             ("bad\x00.zip", "$broadcast", 400, "cannot be resolved"),
+            ("a" * 300 + ".zip", "$broadcast", 400, "cannot be resolved"),
         ]:
             body = {"release_archive_location": location, "units": units}
             await self.error("POST", "/api/system/update_from_archive", status, mention, json=body)
