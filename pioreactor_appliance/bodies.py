@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from attrs import frozen
 from cattrs.cols import is_sequence, list_structure_factory
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
@@ -128,7 +129,15 @@ def read_body(request: IRequest, cls: type[T]) -> T:
     return structure(read_json(request, fields_hint(cls)), cls)
 
 
-def form_fields(content_type: bytes, body: bytes) -> dict[str, list[bytes]]:
+@frozen
+class FormFile:
+    """One part of a form: the file name its client gave (never trusted as a path) and its bytes."""
+
+    filename: str | None
+    content: bytes
+
+
+def form_parts(content_type: bytes, body: bytes) -> dict[str, list[FormFile]]:
     """The named parts of a ``multipart/form-data`` body; ValueError says why it cannot be read.
 
     The site does not let Twisted parse forms (a body it cannot parse would
@@ -140,18 +149,19 @@ def form_fields(content_type: bytes, body: bytes) -> dict[str, list[bytes]]:
     if not message.is_multipart() or message.defects:
         problems = ", ".join(type(d).__name__ for d in message.defects) or "no parts"
         raise ValueError(f"the multipart body cannot be read ({problems})")
-    fields: dict[str, list[bytes]] = {}
+    fields: dict[str, list[FormFile]] = {}
     part: Message
     for part in message.get_payload():  # type: ignore[assignment]
         name = part.get_param("name", header="content-disposition")
         if isinstance(name, str) and name:
             payload = part.get_payload(decode=True)
-            fields.setdefault(name, []).append(payload if isinstance(payload, bytes) else b"")
+            content = payload if isinstance(payload, bytes) else b""
+            fields.setdefault(name, []).append(FormFile(part.get_filename(), content))
     return fields
 
 
-async def read_form_file(request: IRequest, field: str, error: str, remediation: str) -> bytes:
-    """The one file sent as form field ``field``; 400 ``error`` with what is wrong otherwise."""
+async def read_form_upload(request: IRequest, field: str, error: str, remediation: str) -> FormFile:
+    """The one file sent as form field ``field``, with its name; 400 ``error`` with what is wrong otherwise."""
     if media_type(request) != b"multipart/form-data":
         raise ApiError(
             400,
@@ -162,7 +172,7 @@ async def read_form_file(request: IRequest, field: str, error: str, remediation:
     content_type = request.getHeader(b"content-type") or b""
     body = request.content.read() if request.content is not None else b""
     try:
-        fields = await deferToThread(form_fields, content_type, body)
+        fields = await deferToThread(form_parts, content_type, body)
     except ValueError as e:
         raise ApiError(400, error, cause=f"The form is malformed: {e}.", remediation=remediation) from None
     values = fields.get(field, [])
@@ -174,3 +184,8 @@ async def read_form_file(request: IRequest, field: str, error: str, remediation:
             remediation=remediation,
         )
     return values[0]
+
+
+async def read_form_file(request: IRequest, field: str, error: str, remediation: str) -> bytes:
+    """The bytes of the one file sent as form field ``field`` (see ``read_form_upload``)."""
+    return (await read_form_upload(request, field, error, remediation)).content

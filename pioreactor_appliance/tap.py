@@ -46,6 +46,7 @@ from .resources.backups import BackupsApi
 from .resources.calibration_sessions import CalibrationSessionsApi
 from .resources.calibrations import CalibrationsApi
 from .resources.catalog import CatalogApi
+from .resources.cluster_system import ClusterSystemApi
 from .resources.config_api import ConfigApi
 from .resources.config_files import ConfigFilesApi
 from .resources.experiment_profiles import ExperimentProfilesApi
@@ -362,6 +363,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, addresses=config.section("cluster.addresses")),
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
+            ClusterSystemApi(db, tasks, fanout, settings.unit, settings.data_dir, config.get_float("system", "update_timeout_seconds")),
             UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
             ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing),
             LeaderUiApi(descriptors, bioreactor, Path(config.get_str("appliance", "local_access_point_flag"))),

@@ -14,9 +14,13 @@ class FakeFanOut:
 
     calls: list[tuple[str, list[str], str, Any]] = field(factory=list)
     down: set[str] = field(factory=set)
+    timeouts: list[float | None] = field(factory=list)
 
-    def request(self, method: str, units: list[str], path: str, json: Any = None) -> Deferred[dict[str, dict[str, Any]]]:
+    def request(
+        self, method: str, units: list[str], path: str, json: Any = None, *, timeout: float | None = None
+    ) -> Deferred[dict[str, dict[str, Any]]]:
         self.calls.append((method, list(units), path, json))
+        self.timeouts.append(timeout)
         return succeed({unit: self._envelope(unit) for unit in units})
 
     def _envelope(self, unit: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from attrs import define, field, validators
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from pioreactor_appliance.bodies import form_fields, read_body
+from pioreactor_appliance.bodies import FormFile, form_parts, read_body
 from pioreactor_appliance.errors import ApiError
 
 
@@ -83,7 +83,7 @@ class FormFieldsTests(SynchronousTestCase):
             b"Content-Type: application/zip\r\n\r\nPK\x03\x04\r\n--XyZ\r\n"
             b"Content-Disposition: form-data; name=\"archive\"\r\n\r\nsecond\r\n--XyZ--\r\n"
         )
-        self.assertEqual(form_fields(self.TYPE, body), {"archive": [b"PK\x03\x04", b"second"]})
+        self.assertEqual(form_parts(self.TYPE, body), {"archive": [FormFile("a.zip", b"PK\x03\x04"), FormFile(None, b"second")]})
 
     def test_unreadable_forms_name_the_problem(self) -> None:
         for content_type, body in [
@@ -92,5 +92,5 @@ class FormFieldsTests(SynchronousTestCase):
             (self.TYPE, b"nothing but a preamble"),
         ]:
             with self.assertRaises(ValueError) as caught:
-                form_fields(content_type, body)
+                form_parts(content_type, body)
             self.assertIn("cannot be read", str(caught.exception))
