@@ -47,7 +47,7 @@ class ClusterTestCase(TestCase):
         files: dict[str, str] | None = None,
         simulated: bool = False,
     ) -> None:
-        """``config`` is added to every unit's config.ini, ``files`` written to every data directory.
+        """``config`` is added to every unit's config.ini, ``files`` (relative paths) written to every data directory.
 
         With ``simulated``, each unit drives its own simulated Pioreactor (in this process, on a
         loopback port, in real time) with pump calibrations that match it.
@@ -66,6 +66,7 @@ class ClusterTestCase(TestCase):
                 f"[cluster.addresses]\n{addresses}{HARMLESS_SYSTEM}[appliance]\n{QUICK_FANOUT}{config}"
             )
             for name, text in (files or {}).items():
+                (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 (data_dir / name).write_text(text)
             pigpio = ("127.0.0.1", 8888)
             if simulated:
