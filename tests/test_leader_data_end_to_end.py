@@ -59,6 +59,7 @@ W = "/api/workers/pio1/experiments/exp1"
 
 class LeaderDataEndToEndTests(ClusterTestCase):
     timeout = 60
+    maxDiff = None
 
     async def until(self, probe: Callable[[], Any], what: str, seconds: float = 30) -> Any:
         """Poll the async ``probe`` until it returns something truthy; fail after ``seconds``."""
@@ -231,7 +232,13 @@ class LeaderDataEndToEndTests(ClusterTestCase):
                     if target_points == 1:
                         self.assertGreaterEqual(points[0]["x"], full["data"][0][-1]["x"], f"{path}: the last row")
             shown[source] = full["data"][0]
-            # Another unit's series, and a lookback that ends before the data, are empty.
+            # A short lookback keeps only the last moments; another unit or experiment has no series.
+            asked = reactor.seconds()
+            recent = await self.call("GET", "leader", f"{W}/time_series/{source}?lookback=0.0005", expect=200)
+            self.assertTrue(all(p["x"] > iso_utc(asked - 1.8 - 0.1) for points in recent["data"] for p in points), recent)
+            older = [p for p in full["data"][0] if p["x"] <= iso_utc(asked - 2)]
+            self.assertTrue(older or source != "od_readings", "od_reading has run for more than 2 s")
+            self.assertLessEqual(sum(map(len, recent["data"])), len(full["data"][0]) - len(older) + 2, source)
             empty = {"series": [], "data": []}
             self.assertEqual(await self.call("GET", "leader", f"/api/workers/pio2/experiments/exp1/time_series/{source}", expect=200), empty)
             self.assertEqual(await self.call("GET", "leader", f"/api/experiments/exp2/time_series/{source}", expect=200), empty)
@@ -284,11 +291,15 @@ class LeaderDataEndToEndTests(ClusterTestCase):
         with zipfile.ZipFile(io.BytesIO(content)) as archive:
             self.assertIsNone(archive.testzip())
             names = archive.namelist()
+            manifest = json.loads(archive.read("manifest.json"))
             tables = {}
             for dataset in ("od_readings", "growth_rates"):
                 [path] = [n for n in names if n.startswith(f"{dataset}/") and n.endswith(".csv")]
                 tables[dataset] = list(csv.DictReader(io.StringIO(archive.read(path).decode("utf-8"))))
         od_rows, rate_rows = tables["od_readings"], tables["growth_rates"]
+        self.assertEqual(
+            {d["dataset_name"]: d["row_count"] for d in manifest["datasets"]}, {"od_readings": len(od_rows), "growth_rates": len(rate_rows)}
+        )
         self.assertEqual(
             list(od_rows[0])[:6], ["experiment", "pioreactor_unit", "timestamp", "od_reading", "angle", "channel"]
         )
