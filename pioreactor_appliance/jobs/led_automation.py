@@ -1,7 +1,9 @@
 """LED automations (``led_automation``): ``silent`` leaves the LEDs alone; ``light_dark_cycle`` lights C and D by the clock.
 
 The cycle starts lit and flips at each phase boundary with a one-shot timer,
-so a change of a duration moves the boundary of the phase under way.
+so a change of a duration moves the boundary of the phase under way. A change
+that finds C or D held by another job (OD reading keeps them dark while it
+reads) is tried again shortly, not left undone for the rest of the phase.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Silent(LedAutomation):
 
 
 CYCLE_CHANNELS = ("C", "D")
+HELD_RETRY_SECONDS = 0.3  # an OD reading holds the channels for a fraction of a second
 
 
 @provider(IAutomationKind)
@@ -58,6 +61,7 @@ class LightDarkCycle(LedAutomation):
         self.lit = False
         self._phase_started = 0.0
         self._boundary: IDelayedCall | None = None
+        self._retry: IDelayedCall | None = None
 
     async def on_init(self) -> None:
         await super().on_init()
@@ -84,11 +88,20 @@ class LightDarkCycle(LedAutomation):
         left = self._phase_started + self._phase_minutes() * 60 - self.clock.seconds()
         self._boundary = self.later(max(left, 0.0), self._enter_phase, not self.lit)
 
-    async def _apply_light(self) -> None:
+    async def _apply_light(self, channels: tuple[str, ...] = CYCLE_CHANNELS) -> None:
+        """Set ``channels`` for the phase; those held by another job are tried again shortly."""
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
         intensity = self.values["light_intensity"] if self.lit else 0.0
         changed = await change_leds(
-            self, dict.fromkeys(CYCLE_CHANNELS, intensity), source=self.source_of_event
+            self, dict.fromkeys(channels, intensity), source=self.source_of_event
         )
+        held = tuple(c for c in channels if c not in changed)
+        if held:
+            self._retry = self.later(HELD_RETRY_SECONDS, self._apply_light, held)
+        if channels != CYCLE_CHANNELS and not changed:
+            return  # still held: the phase's event was recorded on the first try
         state = "on" if self.lit else "off"
         self.record_event(
             Event(

@@ -84,6 +84,27 @@ class LedAutomationTests(TestCase):
             {"A": 0.0, "B": 0.0, "C": 0.0, "D": 0.0},
         )
 
+    async def test_channels_held_by_a_reading_are_lit_once_it_lets_go(self) -> None:
+        unit = await self.unit()
+        held = unit.manager.unit_state.locked_leds
+        held.update({"C": "od_reading", "D": "od_reading"})  # as OD reading holds them while it reads
+        await unit.manager.run(RunRequest("led_automation", "exp1", options={"automation_name": "light_dark_cycle"}))
+        await unit.settle()
+        self.assertEqual(unit.model.leds[2:], [0, 0])
+        self.assertIn(b"held by another job", unit.broker.value(f"{PREFIX}/latest_event"))
+        await unit.advance(1, step=0.1)
+        self.assertEqual(unit.model.leds[2:], [0, 0], "still held")
+        del held["D"]
+        await unit.advance(0.4, step=0.1)
+        self.assertEqual(unit.model.leds[2:], [0, dac(5)], "D as soon as it is free")
+        del held["C"]
+        await unit.advance(0.4, step=0.1)
+        self.assertEqual(unit.model.leds[2:], [dac(5), dac(5)])
+        changes = [json.loads(m.payload) for m in unit.broker.published("pioreactor/pio1/exp1/led_change_events")]
+        self.assertEqual([(c["channel"], c["intensity"]) for c in changes], [("D", 5.0), ("C", 5.0)])
+        await unit.advance(5, step=1)
+        self.assertEqual(len(unit.broker.published("pioreactor/pio1/exp1/led_change_events")), 2, "no more tries once lit")
+
     async def test_set_changes_intensity_and_durations(self) -> None:
         unit = await self.unit()
         job = await unit.manager.run(
