@@ -22,6 +22,10 @@ from .mosquitto import free_port, start_mosquitto
 
 # Fan-outs to units that are not running give up within a second.
 QUICK_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\n"
+# Simulated units start real jobs, which can take over a second on a loaded 2-core machine (CI, parallel
+# test processes): a 1 s fan-out then fails the run with task_timeout. Their units all run, so a longer
+# limit costs nothing.
+SIMULATED_FANOUT = "fanout_timeout_seconds=5.0\nfanout_post_timeout_seconds=10.0\n"
 # Never the Pi's reboot or update, or a real pip, on the machine running the tests: each command is a no-op.
 HARMLESS_SYSTEM = (
     "[plugins]\npip=true\n"
@@ -47,7 +51,7 @@ class ClusterTestCase(TestCase):
         files: dict[str, str] | None = None,
         simulated: bool = False,
     ) -> None:
-        """``config`` is added to every unit's config.ini, ``files`` written to every data directory.
+        """``config`` is added to every unit's config.ini, ``files`` (relative paths) written to every data directory.
 
         With ``simulated``, each unit drives its own simulated Pioreactor (in this process, on a
         loopback port, in real time) with pump calibrations that match it.
@@ -58,14 +62,16 @@ class ClusterTestCase(TestCase):
             f"{unit}=127.0.0.1:{port}\n" for unit, port in self.ports.items()
         )
         self.services = {}
+        fanout = SIMULATED_FANOUT if simulated else QUICK_FANOUT
         for unit, port in self.ports.items():
             data_dir = Path(self.mktemp())
             data_dir.mkdir(parents=True)
             (data_dir / "config.ini").write_text(
                 f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
-                f"[cluster.addresses]\n{addresses}{HARMLESS_SYSTEM}[appliance]\n{QUICK_FANOUT}{config}"
+                f"[cluster.addresses]\n{addresses}{HARMLESS_SYSTEM}[appliance]\n{fanout}{config}"
             )
             for name, text in (files or {}).items():
+                (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 (data_dir / name).write_text(text)
             pigpio = ("127.0.0.1", 8888)
             if simulated:
@@ -84,6 +90,8 @@ class ClusterTestCase(TestCase):
             service.startService()
             self.addCleanup(service.stopService)
             self.services[unit] = service
+        if simulated:
+            await self._hardware_connected()
         pool = HTTPConnectionPool(reactor, persistent=False)
         self.http = HTTPClient(Agent(reactor, pool=pool))
         for unit in self.ports:
@@ -94,6 +102,14 @@ class ClusterTestCase(TestCase):
                 json={"pioreactor_unit": unit},
                 expect=201,
             )
+
+    async def _hardware_connected(self) -> None:
+        """Wait until every unit has reached its simulator: a job started before that fails (pigpiod unavailable)."""
+        for _ in range(500):
+            if all(service.getServiceNamed("hardware").connected for service in self.services.values()):
+                return
+            await deferLater(reactor, 0.02)
+        self.fail("a unit never connected to its simulated Pioreactor")
 
     async def _simulator(self, seed: int) -> int:
         daemon, model = build_pioreactor(reactor, seed=seed)

@@ -8,6 +8,8 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
+from pioreactor_appliance.timestamps import iso_utc
+
 from .cluster import ClusterTestCase
 
 PROFILE = """experiment_profile_name: stir briefly
@@ -41,6 +43,7 @@ class ProfileEndToEndTests(ClusterTestCase):
         await self.call("POST", "leader", "/api/experiment_profiles", json={"filename": "stir.yaml", "body": PROFILE}, expect=200)
         [listed] = await self.call("GET", "leader", "/api/experiment_profiles", expect=200)
 
+        asked_at = reactor.seconds()
         accepted = await self.call(
             "PATCH",
             "leader",
@@ -56,10 +59,15 @@ class ProfileEndToEndTests(ClusterTestCase):
             return any(row["job_name"] == "stirring" for row in rows)
 
         rows = await self.until("pio1", "/unit_api/jobs/running", stirring, "stirring starting on pio1")
+        # On schedule: not before t=1s of the run (which begins after it was asked for), and soon after.
+        self.assertTrue(0.95 <= reactor.seconds() - asked_at < 3.5, reactor.seconds() - asked_at)
         [row] = [row for row in rows if row["job_name"] == "stirring"]
         self.assertEqual((row["experiment"], row["job_source"]), ("exp1", "experiment_profile"))
         self.assertFalse(stirring(await self.call("GET", "leader", "/unit_api/jobs/running", expect=200)), "the leader is not in exp1")
         await self.until("pio1", "/unit_api/jobs/running", lambda rows: not stirring(rows), "stirring stopping on pio1")
+        self.assertTrue(3.95 <= reactor.seconds() - asked_at < 7, reactor.seconds() - asked_at)
         await self.until("leader", "/api/experiments/exp1/experiment_profiles/running", lambda rows: rows == [], "the profile ending")
         [run] = await self.call("GET", "leader", "/api/experiments/exp1/experiment_profiles/recent", expect=200)
         self.assertEqual((run["experiment_profile_name"], run["experiment"]), ("stir briefly", "exp1"))
+        self.assertEqual(list(run), ["started_at", "experiment_profile_name", "experiment"])
+        self.assertTrue(iso_utc(asked_at - 0.001) <= run["started_at"] <= iso_utc(asked_at + 3), run)
