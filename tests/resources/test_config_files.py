@@ -11,6 +11,7 @@ from twisted.internet.defer import DeferredLock
 from pioreactor_appliance import atomic_files
 from pioreactor_appliance.resources.config_api import CONFIG_MAX_CHARACTERS
 from pioreactor_appliance.resources.config_files import ConfigFilesApi
+from pioreactor_appliance.resources.leader_cache import LeaderCache
 
 from ..cluster import ClusterTestCase
 from ..helpers import LeaderApiTestCase, response_of
@@ -23,7 +24,8 @@ class ConfigFilesTests(LeaderApiTestCase):
         self.data_dir = Path(self.mktemp())
         self.data_dir.mkdir()
         (self.data_dir / "config.ini").write_text(SHARED)
-        return [ConfigFilesApi(self.db, self.fanout, self.clock, self.data_dir, "leader", DeferredLock())]
+        self.cache = LeaderCache(self.clock, 10.0)
+        return [ConfigFilesApi(self.db, self.fanout, self.clock, self.data_dir, "leader", DeferredLock(), self.cache)]
 
     async def setUp(self) -> None:
         await self.start()
