@@ -23,7 +23,7 @@ from klein import Klein
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
-from ..calibration_files import CALIBRATIONS
+from ..calibration_files import CALIBRATIONS as CALIBRATION_FILES
 from ..calibrations import CalibrationError
 from ..errors import ApiError
 from ..fanout import FanOut
@@ -35,7 +35,7 @@ from .leader_cache import (
     ACTIVE_CALIBRATIONS,
     ACTIVE_ESTIMATORS,
     CALIBRATION_PROTOCOLS,
-    CALIBRATIONS as CALIBRATIONS_KIND,
+    CALIBRATIONS,
     ESTIMATORS,
     LeaderCache,
 )
@@ -44,7 +44,7 @@ from .routing import Reply, route
 from .targets import one_worker, worker_targets
 from .task_results import run_as_task
 
-CALIBRATION_KINDS = (CALIBRATIONS_KIND, ACTIVE_CALIBRATIONS)
+CALIBRATION_KINDS = (CALIBRATIONS, ACTIVE_CALIBRATIONS)
 ESTIMATOR_KINDS = (ESTIMATORS, ACTIVE_ESTIMATORS)
 SESSION_CREATE_TIMEOUT = 30.0  # the reference's
 SESSION_INPUTS_TIMEOUT = 300.0  # the reference's: a step may wait on the hardware
@@ -99,7 +99,7 @@ class WorkerCalibrationsApi:
     @route(app, "/api/workers/<unit>/calibrations", ["GET"], returns=Accepted, status=202)
     async def calibrations(self, request: IRequest, unit: str) -> Reply:
         """Each worker's calibrations by device, each with is_active and pioreactor_unit (reused for 10 s)."""
-        return await self._cached(unit, CALIBRATIONS_KIND, "/unit_api/calibrations")
+        return await self._cached(unit, CALIBRATIONS, "/unit_api/calibrations")
 
     @route(app, "/api/workers/<unit>/active_calibrations", ["GET"], returns=Accepted, status=202)
     async def active_calibrations(self, request: IRequest, unit: str) -> Reply:
@@ -156,7 +156,7 @@ class WorkerCalibrationsApi:
         segment = _segment("device", device)
         units = await self._targets(unit)
         try:
-            await deferToThread(CALIBRATIONS.parse, body.calibration_data, device)
+            await deferToThread(CALIBRATION_FILES.parse, body.calibration_data, device)
         except CalibrationError as e:
             raise ApiError(
                 400,
