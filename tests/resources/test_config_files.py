@@ -156,6 +156,37 @@ class ConfigFilesTests(LeaderApiTestCase):
         await self.error("GET", "/api/config/units/ghost", 400, "Unknown Pioreactor unit: ghost")
         await self.error("GET", "/api/config/units/127.0.0.1", 400, "Unknown Pioreactor unit")
 
+    async def test_merged_configs_are_reused_for_10_s_and_forgotten_by_an_edit(self) -> None:
+        merged = ("GET", ["pio1"], "/unit_api/config/merged", None)
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.clock.advance(9.9)
+        await self.call("GET", "/api/config/units/pio1", expect=200)
+        self.assertEqual(self.fanout.calls, [("GET", ["pio1", "pio2"], "/unit_api/config/merged", None)])
+        self.clock.advance(0.1)
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(self.fanout.calls[-1], ("GET", ["pio1", "pio2"], "/unit_api/config/merged", None))
+
+        self.fanout.calls.clear()
+        code = "[stirring.config]\ninitial_target_rpm=300\n"
+        await self.call("PATCH", "/api/config/units/pio1/specific", expect=200, json={"code": code})
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(self.fanout.calls[1:], [merged])  # pio2 is still the one kept
+
+        await self.call("PATCH", "/api/config/files/config_pio2.ini", expect=200, json={"code": code})
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(self.fanout.calls[-1], ("GET", ["pio2"], "/unit_api/config/merged", None))
+
+        await self.call("PATCH", "/api/config/shared", expect=200, json={"code": SHARED})
+        self.fanout.calls.clear()
+        self.fanout.down.add("pio2")
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        body = await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(list(body["errors"]), ["pio2"])
+        self.assertEqual(
+            self.fanout.calls,
+            [("GET", ["pio1", "pio2"], "/unit_api/config/merged", None), ("GET", ["pio2"], "/unit_api/config/merged", None)],
+        )  # every unit forgotten by the shared edit; pio2's failure is never kept
+
     async def test_one_units_specific_config(self) -> None:
         code = "[stirring.config]\ninitial_target_rpm=300\n"
         for method in ("GET", "PATCH"):
