@@ -40,13 +40,10 @@ class AnsweringFanOut(FakeFanOut):
 
     answers: dict[str, Any] = field(factory=dict)
     refusals: dict[str, tuple[int, str]] = field(factory=dict)
-    timeouts: list[float | None] = field(factory=list)
 
     def request(
-        self, method: str, units: list[str], path: str, json: Any = None, timeout: float | None = None
+        self, method: str, units: list[str], path: str, json: Any = None, *, timeout: float | None = None
     ) -> Deferred[dict[str, dict[str, Any]]]:
-        self.timeouts.append(timeout)
-
         def answer(envelopes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             for unit, envelope in envelopes.items():
                 if envelope["ok"] and path in self.refusals:
@@ -59,7 +56,7 @@ class AnsweringFanOut(FakeFanOut):
                     envelope["value"] = copy.deepcopy(self.answers.get(path, {}))
             return envelopes
 
-        return super().request(method, units, path, json).addCallback(answer)
+        return super().request(method, units, path, json, timeout=timeout).addCallback(answer)
 
 
 WRITES = [
