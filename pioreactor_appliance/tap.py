@@ -54,6 +54,7 @@ from .resources.datasets import DatasetsApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment
+from .resources.leader_cache import LeaderCache
 from .resources.leader_ui import LeaderUiApi
 from .resources.logs import LogsApi
 from .resources.plugins import PluginsApi, PluginSettings
@@ -63,7 +64,9 @@ from .resources.task_results import TaskResultsApi
 from .resources.time_series import TimeSeriesApi
 from .resources.unit_info import UnitInfoApi
 from .resources.unit_jobs import UnitJobsApi
+from .resources.unit_plugins import UnitPluginsApi
 from .resources.units import UnitsApi
+from .resources.worker_calibrations import WorkerCalibrationsApi
 from .resources.workers import WorkersApi
 from .security.policy import PolicyError, build_policy
 from .security.signing import Signer
@@ -358,6 +361,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     fallbacks: dict[str, ApiError] = {}
     if leader:
         assert db is not None
+        leader_cache = LeaderCache(reactor, config.get_float("appliance", "leader_cache_seconds"))
         families += [
             ExperimentsApi(db, reactor, tasks, fanout, settings.unit),
             WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, addresses=config.section("cluster.addresses")),
@@ -365,7 +369,11 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             UnitsApi(db, tasks, fanout, settings.unit),
             ClusterSystemApi(db, tasks, fanout, settings.unit, settings.data_dir, config.get_float("system", "update_timeout_seconds")),
             UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
-            ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing),
+            ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing, leader_cache),
+            WorkerCalibrationsApi(db, tasks, fanout, leader_cache),
+            UnitPluginsApi(
+                db, tasks, fanout, leader_cache, settings.data_dir, settings.unit, PluginSettings.from_config(config).timeout
+            ),
             LeaderUiApi(descriptors, bioreactor, Path(config.get_str("appliance", "local_access_point_flag"))),
             LogsApi(db, mqtt, reactor),
             TimeSeriesApi(db, reactor, cache_rows=config.get_int("time_series", "cache_rows")),

@@ -72,7 +72,7 @@ class SessionView(TypedDict):
     step: StepJson
 
 
-def _payload(request: IRequest, empty: dict[str, Any] | None = None) -> dict[str, Any]:
+def payload_of(request: IRequest, empty: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON object sent, whatever else it holds; ``empty`` for no body, if given; else the reference's 400."""
     raw = request.content.read() if request.content is not None else b""
     if empty is not None and not raw.strip():
@@ -117,7 +117,7 @@ class CalibrationSessionsApi:
     )
     async def create(self, request: IRequest) -> Reply:
         """Start a calibration session: body {"target_device", "protocol_name"}; answers with its first step."""
-        payload = _payload(request)
+        payload = payload_of(request)
         for name in ("target_device", "protocol_name"):
             if not isinstance(payload.get(name), str) or not payload[name]:
                 raise ApiError(
@@ -155,7 +155,7 @@ class CalibrationSessionsApi:
         Entering a step that drives hardware starts it as a task and answers at
         once; the session moves on by itself when the task ends.
         """
-        inputs = _payload(request, empty={}).get("inputs", {})
+        inputs = payload_of(request, empty={}).get("inputs", {})
         if inputs is None:
             inputs = {}
         if not isinstance(inputs, dict):

@@ -38,7 +38,9 @@ from .config_api import (
     layers,
     merged_shape,
 )
+from .leader_cache import MERGED_CONFIG, LeaderCache
 from .names import BROADCAST, unit_name_problem
+from .relayed import UNIT_FAILED, unit_error
 from .routing import Reply, route
 from .targets import cluster_targets
 
@@ -133,21 +135,6 @@ def _text(body: str) -> Reply:
     )
 
 
-UNIT_FAILED = 424  # Failed Dependency: the request was good, the unit it needs did not do its part
-
-
-def _unit_error(envelope: dict[str, Any]) -> ApiError:
-    """A named unit's failure as this request's error: its own 4xx relayed, anything else 424 (never a 5xx)."""
-    error = envelope["error"]
-    code = envelope.get("status_code")
-    return ApiError(
-        code if isinstance(code, int) and 400 <= code < 500 else UNIT_FAILED,
-        error["message"],
-        cause=error.get("cause") or f"{envelope['unit']} did not answer ({error['kind']}).",
-        remediation=error.get("remediation") or "Check that the unit is on and reachable, then retry.",
-    )
-
-
 def _synced(units: dict[str, dict[str, Any]]) -> ConfigSynced:
     status: Literal["success", "partial"] = "success" if all(e["ok"] for e in units.values()) else "partial"
     return {"status": status, "units": dict(sorted(units.items()))}
@@ -167,10 +154,18 @@ class ConfigFilesApi:
     app = Klein()
 
     def __init__(
-        self, db: Database, fanout: FanOut, clock: IReactorTime, data_dir: Path, leader_hostname: str, writing: DeferredLock
+        self,
+        db: Database,
+        fanout: FanOut,
+        clock: IReactorTime,
+        data_dir: Path,
+        leader_hostname: str,
+        writing: DeferredLock,
+        cache: LeaderCache,
     ) -> None:
         self._db = db
         self._fanout = fanout
+        self._cache = cache
         self._clock = clock
         self._data_dir = data_dir
         self._leader = leader_hostname
@@ -214,10 +209,13 @@ class ConfigFilesApi:
         await check_new_config(self._data_dir, shared_text=text)
         await self._write(SHARED_NAME, text)
         await self._record(SHARED_NAME, text)
-        others = [u for u in await self._db.read(cluster_units, self._leader) if u != self._leader]
+        units_now = await self._db.read(cluster_units, self._leader)
+        self._cache.invalidate(units_now, [MERGED_CONFIG])
+        others = [u for u in units_now if u != self._leader]
         units = self._ok(self._leader)
         if others:
             units.update(await self._fanout.request("PATCH", others, "/unit_api/config/shared", json={"code": text}))
+            self._cache.invalidate(others, [MERGED_CONFIG])  # reads made while the units were taking it
         return _synced(units)
 
     async def _save_specific(self, unit: str, text: str, legacy: str | None = None) -> ConfigSynced:
@@ -230,13 +228,15 @@ class ConfigFilesApi:
         await check_new_config(self._data_dir, unit_text=text)
         if legacy is not None:
             await self._write(legacy, text)
+        self._cache.invalidate([unit], [MERGED_CONFIG])
         if unit == self._leader:
             await self._write(UNIT_NAME, text)
             units = self._ok(unit)
         else:
             units = await self._fanout.request("PATCH", [unit], "/unit_api/config/specific", json={"code": text})
+            self._cache.invalidate([unit], [MERGED_CONFIG])
             if legacy is None and not units[unit]["ok"]:
-                raise _unit_error(units[unit])
+                raise unit_error(units[unit])
         await self._record(f"{UNIT_NAME}::{unit}", text)
         return _synced(units)
 
@@ -297,17 +297,20 @@ class ConfigFilesApi:
     async def unit_configs(self, request: IRequest, unit: str) -> UnitConfigs:
         """Each unit's merged config (``$broadcast``: the leader and every worker); units that fail are under errors.
 
-        A single named unit that fails is this request's error: its own 4xx, else 424.
+        A single named unit that fails is this request's error: its own 4xx, else 424. A worker's
+        answer is reused for 10 s ([appliance] leader_cache_seconds) until a config edit here.
         """
         units = await self._db.read(cluster_targets, unit, self._leader)
         envelopes: dict[str, dict[str, Any]] = {}
         workers = [u for u in units if u != self._leader]
         if workers:
-            envelopes.update(await self._fanout.request("GET", workers, "/unit_api/config/merged"))
+            envelopes.update(
+                await self._cache.read(MERGED_CONFIG, workers, lambda missing: self._fanout.request("GET", missing, "/unit_api/config/merged"))
+            )
         if self._leader in units:
             envelopes[self._leader] = await self._leader_merged()
         if unit != BROADCAST and not envelopes[unit]["ok"]:
-            raise _unit_error(envelopes[unit])
+            raise unit_error(envelopes[unit])
         return {
             "configs": {u: e["value"] for u, e in sorted(envelopes.items()) if e["ok"]},
             "errors": {u: e for u, e in sorted(envelopes.items()) if not e["ok"]},
@@ -331,7 +334,7 @@ class ConfigFilesApi:
             return _text(text or "")
         envelope = (await self._fanout.request("GET", [unit], "/unit_api/config/specific"))[unit]
         if not envelope["ok"]:
-            raise _unit_error(envelope)
+            raise unit_error(envelope)
         if not isinstance(envelope["value"], str):
             raise ApiError(UNIT_FAILED, f"{unit} did not answer with text.", remediation="Update the appliance on that unit.")
         return _text(envelope["value"])

@@ -103,8 +103,8 @@ def _bad(error: str, cause: str, remediation: str) -> ApiError:
     return ApiError(400, error, cause=cause, remediation=remediation)
 
 
-def plugin_name(body: CommandBody, settings: PluginSettings, action: str) -> str:
-    """The one valid, allowed package name the request names; 400 or 403 otherwise."""
+def requested_plugin(body: CommandBody, action: str) -> str:
+    """The one valid package name the request names; 400 otherwise (the leader checks this before it fans out)."""
     example = f'Send {{"args": ["pioreactor-air-bubbler"]}} to {action} one plugin.'
     if not body.args:
         raise _bad("Plugin name is required", "args is empty.", example)
@@ -121,6 +121,12 @@ def plugin_name(body: CommandBody, settings: PluginSettings, action: str) -> str
             f"{name!r} is not a package name (letters, digits, '.', '_' and '-', starting and ending with a letter or digit).",
             example,
         )
+    return name
+
+
+def plugin_name(body: CommandBody, settings: PluginSettings, action: str) -> str:
+    """The one valid, allowed package name the request names; 400 or 403 otherwise."""
+    name = requested_plugin(body, action)
     if settings.allowed and normalized(name) not in settings.allowed:
         raise ApiError(
             403,

@@ -11,6 +11,7 @@ from twisted.internet.defer import DeferredLock
 from pioreactor_appliance import atomic_files
 from pioreactor_appliance.resources.config_api import CONFIG_MAX_CHARACTERS
 from pioreactor_appliance.resources.config_files import ConfigFilesApi
+from pioreactor_appliance.resources.leader_cache import LeaderCache
 
 from ..cluster import ClusterTestCase
 from ..helpers import LeaderApiTestCase, response_of
@@ -23,7 +24,8 @@ class ConfigFilesTests(LeaderApiTestCase):
         self.data_dir = Path(self.mktemp())
         self.data_dir.mkdir()
         (self.data_dir / "config.ini").write_text(SHARED)
-        return [ConfigFilesApi(self.db, self.fanout, self.clock, self.data_dir, "leader", DeferredLock())]
+        self.cache = LeaderCache(self.clock, 10.0)
+        return [ConfigFilesApi(self.db, self.fanout, self.clock, self.data_dir, "leader", DeferredLock(), self.cache)]
 
     async def setUp(self) -> None:
         await self.start()
@@ -153,6 +155,37 @@ class ConfigFilesTests(LeaderApiTestCase):
         await self.error("GET", "/api/config/units/pio2", 424, "Could not reach pio2")
         await self.error("GET", "/api/config/units/ghost", 400, "Unknown Pioreactor unit: ghost")
         await self.error("GET", "/api/config/units/127.0.0.1", 400, "Unknown Pioreactor unit")
+
+    async def test_merged_configs_are_reused_for_10_s_and_forgotten_by_an_edit(self) -> None:
+        merged = ("GET", ["pio1"], "/unit_api/config/merged", None)
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.clock.advance(9.9)
+        await self.call("GET", "/api/config/units/pio1", expect=200)
+        self.assertEqual(self.fanout.calls, [("GET", ["pio1", "pio2"], "/unit_api/config/merged", None)])
+        self.clock.advance(0.1)
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(self.fanout.calls[-1], ("GET", ["pio1", "pio2"], "/unit_api/config/merged", None))
+
+        self.fanout.calls.clear()
+        code = "[stirring.config]\ninitial_target_rpm=300\n"
+        await self.call("PATCH", "/api/config/units/pio1/specific", expect=200, json={"code": code})
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(self.fanout.calls[1:], [merged])  # pio2 is still the one kept
+
+        await self.call("PATCH", "/api/config/files/config_pio2.ini", expect=200, json={"code": code})
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(self.fanout.calls[-1], ("GET", ["pio2"], "/unit_api/config/merged", None))
+
+        await self.call("PATCH", "/api/config/shared", expect=200, json={"code": SHARED})
+        self.fanout.calls.clear()
+        self.fanout.down.add("pio2")
+        await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        body = await self.call("GET", "/api/config/units/$broadcast", expect=200)
+        self.assertEqual(list(body["errors"]), ["pio2"])
+        self.assertEqual(
+            self.fanout.calls,
+            [("GET", ["pio1", "pio2"], "/unit_api/config/merged", None), ("GET", ["pio2"], "/unit_api/config/merged", None)],
+        )  # every unit forgotten by the shared edit; pio2's failure is never kept
 
     async def test_one_units_specific_config(self) -> None:
         code = "[stirring.config]\ninitial_target_rpm=300\n"
