@@ -39,9 +39,9 @@ class CatalogApi:
     @route(app, "/api/historical_media", ["GET"], returns=list[MediumUsed])
     async def historical_media(self, request: IRequest) -> Any:
         """Media named on earlier experiments, most recent first."""
-        return await self._db.run(historical_values, "media_used")
+        return await self._db.read(historical_values, "media_used")
 
     @route(app, "/api/historical_organisms", ["GET"], returns=list[OrganismUsed])
     async def historical_organisms(self, request: IRequest) -> Any:
         """Organisms named on earlier experiments, most recent first."""
-        return await self._db.run(historical_values, "organism_used")
+        return await self._db.read(historical_values, "organism_used")

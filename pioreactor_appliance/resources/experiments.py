@@ -97,7 +97,7 @@ class ExperimentsApi:
         self._leader = leader_hostname
 
     async def _experiment(self, experiment: str) -> dict[str, Any]:
-        found = await self._db.run(store.get_experiment, experiment, self._clock.seconds())
+        found = await self._db.read(store.get_experiment, experiment, self._clock.seconds())
         if found is None:
             raise store.experiment_not_found(experiment)
         return found
@@ -106,7 +106,7 @@ class ExperimentsApi:
     async def list_experiments(self, request: IRequest) -> Any:
         """Every experiment, newest first."""
         cache_for(request, 5)
-        return await self._db.run(store.all_experiments, self._clock.seconds())
+        return await self._db.read(store.all_experiments, self._clock.seconds())
 
     @route(app, "/api/experiments", ["POST"], body=NewExperiment, returns=store.Experiment, status=201)
     async def create_experiment(self, request: IRequest, body: NewExperiment) -> Reply:
@@ -133,19 +133,19 @@ class ExperimentsApi:
     async def latest(self, request: IRequest) -> Any:
         """The experiment created last, or null."""
         cache_for(request, 2)
-        return await self._db.run(store.latest_experiment, self._clock.seconds())
+        return await self._db.read(store.latest_experiment, self._clock.seconds())
 
     @route(app, "/api/experiments/active", ["GET"], returns=list[store.Experiment])
     async def active(self, request: IRequest) -> Any:
         """Experiments with at least one active worker assigned."""
         cache_for(request, 2)
-        return await self._db.run(store.active_experiments, self._clock.seconds())
+        return await self._db.read(store.active_experiments, self._clock.seconds())
 
     @route(app, "/api/experiments/assignment_count", ["GET"], returns=list[store.AssignmentCount])
     async def assignment_count(self, request: IRequest) -> Any:
         """How many workers each experiment has (experiments with none are left out)."""
         cache_for(request, 3)
-        return await self._db.run(store.assignment_counts)
+        return await self._db.read(store.assignment_counts)
 
     @route(app, "/api/experiments/<experiment>", ["GET"], returns=store.Experiment)
     async def get_experiment(self, request: IRequest, experiment: str) -> Any:
@@ -165,8 +165,8 @@ class ExperimentsApi:
     @route(app, "/api/experiments/<experiment>", ["DELETE"], returns=Accepted, status=202, expensive=True)
     async def delete_experiment(self, request: IRequest, experiment: str) -> Reply:
         """Stop the experiment's jobs everywhere, then delete it and all its data in a task."""
-        await self._db.run(store.require_experiment, experiment)
-        units = await self._db.run(cluster_units, self._leader)
+        await self._db.read(store.require_experiment, experiment)
+        units = await self._db.read(cluster_units, self._leader)
         fan_out_logged(self._fanout, "POST", units, "/unit_api/jobs/stop", {"experiment": experiment})
         task = self._tasks.submit(lambda: self._db.run(_delete, experiment))
         return Reply(self._tasks.accepted(task), 202)
@@ -174,7 +174,7 @@ class ExperimentsApi:
     async def _label_experiment(self, experiment: str) -> str:
         if experiment != CURRENT:
             return experiment
-        latest = await self._db.run(store.latest_experiment_name)
+        latest = await self._db.read(store.latest_experiment_name)
         if latest is None:
             raise ApiError(404, "No experiment yet.", cause="'current' means the latest experiment, and there is none.", remediation="Create an experiment first.")
         return latest
@@ -183,9 +183,9 @@ class ExperimentsApi:
     async def unit_labels(self, request: IRequest, experiment: str) -> Any:
         """``{unit: label}`` for the experiment; ``current`` means the latest experiment."""
         experiment = await self._label_experiment(experiment)
-        await self._db.run(store.require_experiment, experiment)
+        await self._db.read(store.require_experiment, experiment)
         cache_for(request, 10)
-        return await self._db.run(labels.unit_labels, experiment)
+        return await self._db.read(labels.unit_labels, experiment)
 
     @route(app, "/api/experiments/<experiment>/unit_labels", ["PUT", "PATCH"], body=UnitLabel, returns=Success, status=201)
     async def set_unit_label(self, request: IRequest, experiment: str, body: UnitLabel) -> Reply:

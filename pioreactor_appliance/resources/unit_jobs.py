@@ -203,7 +203,7 @@ class UnitJobsApi:
     # --- run -----------------------------------------------------------------
 
     async def _run(self, unit: str, job: str, experiment: str, body: RunJob) -> Reply:
-        targets = await self._db.run(_run_targets, unit, experiment)
+        targets = await self._db.read(_run_targets, unit, experiment)
         path = f"/unit_api/jobs/run/job_name/{job}"
 
         def request_for(worker: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +273,7 @@ class UnitJobsApi:
     # --- stop ----------------------------------------------------------------
 
     async def _stop_experiment(self, unit: str, experiment: str) -> Success:
-        units = await self._db.run(cluster_targets, unit, self._leader)
+        units = await self._db.read(cluster_targets, unit, self._leader)
         fan_out_logged(
             self._fanout,
             "POST",
@@ -324,7 +324,7 @@ class UnitJobsApi:
                 remediation="Names must not contain + # or /.",
             ) from None
         except BrokerAway:
-            units = await self._db.run(cluster_targets, unit, self._leader)
+            units = await self._db.read(cluster_targets, unit, self._leader)
             return self._fan_out(
                 "POST",
                 units,
@@ -443,7 +443,7 @@ class UnitJobsApi:
         self, request: IRequest, unit: str, job: str, experiment: str
     ) -> Reply:
         """A job's settings on each worker of the experiment (a unit where it is not running fails with 404)."""
-        units = await self._db.run(_settings_targets, unit, experiment)
+        units = await self._db.read(_settings_targets, unit, experiment)
         return self._fan_out("GET", units, f"/unit_api/jobs/settings/job_name/{job}")
 
     @route(
@@ -458,7 +458,7 @@ class UnitJobsApi:
         self, request: IRequest, unit: str, job: str, setting: str, experiment: str
     ) -> Reply:
         """One setting of a job on each worker of the experiment."""
-        units = await self._db.run(_settings_targets, unit, experiment)
+        units = await self._db.read(_settings_targets, unit, experiment)
         return self._fan_out(
             "GET", units, f"/unit_api/jobs/settings/job_name/{job}/setting/{setting}"
         )
@@ -477,7 +477,7 @@ class UnitJobsApi:
         """The running jobs of the unit (or every unit)."""
         return self._fan_out(
             "GET",
-            await self._db.run(cluster_targets, unit, self._leader),
+            await self._db.read(cluster_targets, unit, self._leader),
             "/unit_api/jobs/running",
         )
 
@@ -493,7 +493,7 @@ class UnitJobsApi:
         """The running jobs of the unit (or every unit)."""
         return self._fan_out(
             "GET",
-            await self._db.run(cluster_targets, unit, self._leader),
+            await self._db.read(cluster_targets, unit, self._leader),
             "/unit_api/jobs/running",
         )
 
@@ -517,7 +517,7 @@ class UnitJobsApi:
         return await self._descriptors.automations(automation_type)
 
     async def _proxy(self, unit: str, path: str) -> Any:
-        await self._db.run(_require_worker, unit)
+        await self._db.read(_require_worker, unit)
         envelope = (await self._fanout.request("GET", [unit], path))[unit]
         if envelope["ok"]:
             return envelope["value"]
@@ -576,7 +576,7 @@ class UnitJobsApi:
                 "Missing bioreactor values.",
                 remediation='Send {"values": {"current_volume_ml": 14.0}}.',
             )
-        units = await self._db.run(_bioreactor_targets, unit, experiment)
+        units = await self._db.read(_bioreactor_targets, unit, experiment)
         return self._fan_out(
             "PATCH",
             units,

@@ -30,7 +30,7 @@ class UnitsApi:
         self._leader = leader_hostname
 
     async def _targets(self, unit: str) -> list[str]:
-        return await self._db.run(cluster_targets, unit, self._leader)
+        return await self._db.read(cluster_targets, unit, self._leader)
 
     def _fan_out(self, method: str, units: list[str], path: str) -> Reply:
         return run_as_task(self._tasks, lambda: self._fanout.request(method, units, path))

@@ -173,12 +173,12 @@ class WorkersApi:
     @route(app, "/api/units", ["GET"], returns=list[Unit])
     async def units(self, request: IRequest) -> Any:
         """The leader and every worker."""
-        return [{"pioreactor_unit": u} for u in await self._db.run(store.cluster_units, self._leader)]
+        return [{"pioreactor_unit": u} for u in await self._db.read(store.cluster_units, self._leader)]
 
     @route(app, "/api/workers", ["GET"], returns=list[ListedWorker])
     async def list_workers(self, request: IRequest) -> Any:
         """Every worker, active or not, with its IPv4 address when the config gives one."""
-        workers = await self._db.run(store.all_workers)
+        workers = await self._db.read(store.all_workers)
         return [{**w, "ipv4_address": ipv4_or_none(self._addresses.get(w["pioreactor_unit"]))} for w in workers]
 
     @route(app, "/api/workers", ["PUT"], body=NewWorker, returns={201: Success, 200: Success}, status=201)
