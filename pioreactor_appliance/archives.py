@@ -119,3 +119,61 @@ def extract(source: str | Path | IO[bytes], target: Path, limits: Limits) -> lis
 def _remove(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+def nest(archives: dict[str, bytes], inner_name: str, extra: dict[str, str] | None = None) -> bytes:
+    """An archive of archives: each ``{unit: zip}`` stored as it came under ``<unit>/<inner_name>``.
+
+    Stored, not deflated again (zips do not shrink), and each inner zip stays
+    exactly what that unit exported, so it can be imported back as it is.
+    """
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for unit, data in sorted(archives.items()):
+            archive.writestr(f"{unit}/{inner_name}", data)
+        for name, text in (extra or {}).items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def merge_prefixed(archives: dict[str, bytes], limits: Limits) -> tuple[bytes, dict[str, str]]:
+    """One zip of every ``{unit: zip}``'s entries under ``<unit>/``, each zip checked as any zip read here.
+
+    A unit whose zip is unreadable, breaks a bound, or would take the whole past
+    ``zip_entries`` / ``zip_uncompressed_bytes`` is left out whole: the second
+    value says why, unit by unit.
+    """
+    buffer = io.BytesIO()
+    refused: dict[str, str] = {}
+    entries = total = 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as merged:
+        for unit, data in sorted(archives.items()):
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as source:
+                    members = check(source, limits)
+                    size = sum(info.file_size for info, _ in members)
+                    if entries + len(members) > limits.zip_entries or total + size > limits.zip_uncompressed_bytes:
+                        raise TooLarge(f"more than {limits.zip_entries} entries or {limits.zip_uncompressed_bytes} bytes in all")
+                    files = [(f"{unit}/{name}", source.read(info)) for info, name in members if not info.is_dir()]
+            except ApiError as e:
+                refused[unit] = str(e.body()["cause"])
+                continue
+            except TooLarge as e:
+                refused[unit] = f"Its archive would make the merged one hold {e}."
+                continue
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                refused[unit] = f"Its archive is not a readable zip ({e})."
+                continue
+            entries += len(members)
+            total += size
+            for name, content in files:
+                merged.writestr(name, content)
+    return buffer.getvalue(), refused
+
+
+def add_file(data: bytes, name: str, text: str) -> bytes:
+    """``data`` (a zip) with one more small file."""
+    buffer = io.BytesIO(data)
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, text)
+    return buffer.getvalue()

@@ -9,7 +9,7 @@ request or a request held past that unit's own timeout.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import treq
@@ -35,7 +35,36 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 class ResponseTooLarge(Exception):
-    pass
+    """An answer past its size bound; ``limit`` is that bound, in bytes."""
+
+    def __init__(self, limit: int = MAX_RESPONSE_BYTES) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+@define
+class ByteBudget:
+    """Bytes several raw downloads may hold between them, so a cluster-wide archive stays bounded."""
+
+    total: int
+    used: int = 0
+
+    def take(self, size: int) -> None:
+        self.used += size
+        if self.used > self.total:
+            raise ResponseTooLarge(self.total)
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+
+
+@frozen
+class Relayed:
+    """A unit's HTTP answer as it came: status, media type and body bytes."""
+
+    code: int
+    content_type: bytes
+    body: bytes
 
 
 @frozen
@@ -118,11 +147,8 @@ class FanOut(Service):
             pending.cancel()
         return self._pool.closeCachedConnections() if self._pool is not None else None
 
-    def request(
-        self, method: str, units: Sequence[str], path: str, json: Any = None, *, timeout: float | None = None
-    ) -> Deferred[dict[str, dict[str, Any]]]:
-        """Send one request to every unit; map each unit to its envelope, sorted by unit."""
-        pending = Deferred.fromCoroutine(self._request(method, units, path, json, timeout))
+    def _track(self, pending: Deferred[Any]) -> Deferred[Any]:
+        """Keep ``pending`` cancellable by stopService until it ends."""
         self._in_flight.add(pending)
 
         def done(result: Any) -> Any:
@@ -131,13 +157,45 @@ class FanOut(Service):
 
         return pending.addBoth(done)
 
-    async def _request(
-        self, method: str, units: Sequence[str], path: str, json_body: Any, timeout: float | None
-    ) -> dict[str, dict[str, Any]]:
+    def request(
+        self, method: str, units: Sequence[str], path: str, json: Any = None, *, timeout: float | None = None
+    ) -> Deferred[dict[str, dict[str, Any]]]:
+        """Send one request to every unit; map each unit to its envelope, sorted by unit."""
         if timeout is None:
             timeout = self._timeout if method in ("GET", "HEAD") else self._post_timeout
+        return self._track(Deferred.fromCoroutine(self._fan(units, lambda unit: self._one(method, unit, path, json), timeout)))
+
+    def download(
+        self, units: Sequence[str], path: str, *, timeout: float, max_bytes: int, budget: ByteBudget
+    ) -> Deferred[dict[str, dict[str, Any]]]:
+        """GET raw bytes (archives) from every unit: a 2xx answer's envelope has the bytes as its value.
+
+        Each answer is bounded by ``max_bytes`` and all of them together by ``budget``; a unit past
+        either bound, or answering anything but 2xx, is its own failed envelope like any other.
+        """
+        return self._track(Deferred.fromCoroutine(self._fan(units, lambda unit: self._download(unit, path, max_bytes, budget), timeout)))
+
+    def relay(
+        self, method: str, unit: str, path: str, body: bytes, content_type: bytes, *, timeout: float, max_bytes: int
+    ) -> Deferred[dict[str, Any]]:
+        """Send ``body`` as it is to one unit; its envelope's value is the unit's answer as a Relayed, whatever its status.
+
+        For routes that pass a unit's answer through (an upload re-posted), so the
+        route decides what a non-2xx answer becomes; only transport failures are failed envelopes.
+        """
+
+        async def one(unit: str) -> dict[str, Any]:
+            response = await self._send(method, unit, path, data=body, content_type=content_type)
+            raw = await _collect(response, max_bytes)
+            return {"ok": True, "unit": unit, "value": Relayed(response.code, _content_type(response), raw)}
+
+        return self._track(Deferred.fromCoroutine(self._fan([unit], one, timeout))).addCallback(lambda envelopes: envelopes[unit])
+
+    async def _fan(
+        self, units: Sequence[str], one: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], timeout: float
+    ) -> dict[str, dict[str, Any]]:
         unique = sorted(set(units))
-        calls = [self._semaphore.run(self._bounded, method, unit, path, json_body, timeout) for unit in unique]
+        calls = [self._semaphore.run(self._bounded, one, unit, timeout) for unit in unique]
         outcomes = await DeferredList(calls, consumeErrors=True)
         envelopes: dict[str, dict[str, Any]] = {}
         for unit, (ok, value) in zip(unique, outcomes):
@@ -150,8 +208,10 @@ class FanOut(Service):
                 envelopes[unit] = UnitFailure("invalid_response", str(value.value)).envelope(unit)
         return envelopes
 
-    def _bounded(self, method: str, unit: str, path: str, json_body: Any, timeout: float) -> Deferred[dict[str, Any]]:
-        d = Deferred.fromCoroutine(self._one(method, unit, path, json_body))
+    def _bounded(
+        self, one: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], unit: str, timeout: float
+    ) -> Deferred[dict[str, Any]]:
+        d = Deferred.fromCoroutine(one(unit))
         d.addTimeout(timeout, self._clock)
         return d.addErrback(self._as_envelope, unit, timeout)
 
@@ -163,15 +223,18 @@ class FanOut(Service):
         if failure.check(CancelledError):
             return _cancelled(unit)
         if failure.check(ResponseTooLarge):
-            return UnitFailure("invalid_response", f"{unit}'s answer is larger than {MAX_RESPONSE_BYTES} bytes.").envelope(unit)
+            return UnitFailure("invalid_response", f"{unit}'s answer is larger than {failure.value.limit} bytes.").envelope(unit)
         return UnitFailure(
             "connection_error", f"Could not reach {unit}'s /unit_api: {failure.getErrorMessage() or failure.type.__name__}.", retryable=True
         ).envelope(unit)
 
-    def _send(self, method: str, unit: str, path: str, json_body: Any = None) -> Deferred[Any]:
+    def _send(
+        self, method: str, unit: str, path: str, json_body: Any = None, *, data: bytes = b"", content_type: bytes = b""
+    ) -> Deferred[Any]:
         """One request to one unit, its body serialised here so that the signature covers those bytes."""
-        data = b"" if json_body is None else json.dumps(json_body, separators=(",", ":")).encode("utf-8")
-        headers: dict[bytes, list[bytes]] = {b"content-type": [b"application/json"]} if json_body is not None else {}
+        if json_body is not None:
+            data, content_type = json.dumps(json_body, separators=(",", ":")).encode("utf-8"), b"application/json"
+        headers: dict[bytes, list[bytes]] = {b"content-type": [content_type]} if content_type else {}
         if self._signer is not None:
             headers.update(self._signer.headers(method, path, data))
         return self._http.request(method, self.addresses.base_url(unit) + path, data=data or None, headers=headers)
@@ -187,6 +250,24 @@ class FanOut(Service):
         if not 200 <= code < 300:
             raise _http_failure(code, body)
         return {"ok": True, "unit": unit, "value": _unwrap(body)}
+
+    async def _download(self, unit: str, path: str, max_bytes: int, budget: ByteBudget) -> dict[str, Any]:
+        response = await self._send("GET", unit, path)
+        if not 200 <= response.code < 300:
+            raise _http_failure(response.code, await _read_json(response))
+        taken = 0
+
+        def take(size: int) -> None:
+            nonlocal taken
+            taken += size
+            budget.take(size)
+
+        try:
+            raw = await _collect(response, max_bytes, take)
+        except BaseException:
+            budget.give_back(taken)
+            raise
+        return {"ok": True, "unit": unit, "value": raw}
 
     async def _poll(self, unit: str, path: str) -> dict[str, Any]:
         """Follow a unit's task until it ends; the caller's timeout bounds the wait."""
@@ -217,20 +298,31 @@ def _http_failure(code: int, body: Any) -> UnitFailure:
     return UnitFailure("http_error", f"HTTP {code}", code, code >= 500)
 
 
-async def _read_json(response: Any) -> Any:
+async def _collect(response: Any, max_bytes: int, count: Callable[[int], None] | None = None) -> bytes:
+    """The whole body, refused (ResponseTooLarge) as soon as it passes ``max_bytes``; ``count`` sees each chunk's size."""
     chunks: list[bytes] = []
     size = 0
 
     def collect(data: bytes) -> None:
         nonlocal size
         size += len(data)
-        if size > MAX_RESPONSE_BYTES:
-            raise ResponseTooLarge()
+        if size > max_bytes:
+            raise ResponseTooLarge(max_bytes)
+        if count is not None:
+            count(len(data))
         chunks.append(data)
 
     await treq.collect(response, collect)
-    raw = b"".join(chunks)
-    content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    return b"".join(chunks)
+
+
+def _content_type(response: Any) -> bytes:
+    return (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+
+
+async def _read_json(response: Any) -> Any:
+    raw = await _collect(response, MAX_RESPONSE_BYTES)
+    content_type = _content_type(response)
     if content_type.lower().startswith(b"text/plain") and 200 <= response.code < 300:
         return raw.decode("utf-8", "replace")  # a unit's file served as text (its unit_config.ini)
     try:

@@ -62,6 +62,7 @@ from .resources.routing import Router, make_site
 from .resources.system import SystemApi, SystemSettings
 from .resources.task_results import TaskResultsApi
 from .resources.time_series import TimeSeriesApi
+from .resources.unit_archives import UnitArchivesApi
 from .resources.unit_info import UnitInfoApi
 from .resources.unit_jobs import UnitJobsApi
 from .resources.unit_plugins import UnitPluginsApi
@@ -368,6 +369,14 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
             ClusterSystemApi(db, tasks, fanout, settings.unit, settings.data_dir, config.get_float("system", "update_timeout_seconds")),
+            UnitArchivesApi(
+                db,
+                fanout,
+                policy.limits,
+                settings.unit,
+                archive_timeout=config.get_float("appliance", "fanout_archive_timeout_seconds"),
+                import_timeout=config.get_float("appliance", "fanout_import_timeout_seconds"),
+            ),
             UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
             ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing, leader_cache),
             WorkerCalibrationsApi(db, tasks, fanout, leader_cache),
