@@ -26,6 +26,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from .config import Config
@@ -212,7 +213,7 @@ class FanOut(Service):
         self, one: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], unit: str, timeout: float
     ) -> Deferred[dict[str, Any]]:
         d = Deferred.fromCoroutine(one(unit))
-        d.addTimeout(timeout, self._clock)
+        d.addTimeout(timeout, self._clock, onTimeoutCancel=_timed_out)
         return d.addErrback(self._as_envelope, unit, timeout)
 
     def _as_envelope(self, failure: Any, unit: str, timeout: float) -> dict[str, Any]:
@@ -286,6 +287,14 @@ class FanOut(Service):
             if code != 202:
                 raise _http_failure(code, body)
             await deferLater(self._clock, self._poll_interval)
+
+
+def _timed_out(result: Any, timeout: float) -> Any:
+    """A unit cut off at its timeout timed out, whatever its cancelled request failed with:
+    treq reports a request cancelled after the connection opened as ResponseNeverReceived."""
+    if isinstance(result, Failure):
+        raise TimeoutError(f"timed out after {timeout} seconds")
+    return result
 
 
 def _cancelled(unit: str) -> dict[str, Any]:

@@ -8,11 +8,13 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from pioreactor_appliance.config import Config
+from pioreactor_appliance.fanout import UnitAddresses
 from pioreactor_appliance.hardware.sim.calibrations import install_pump_calibrations
 from pioreactor_appliance.hardware.sim.model import build_pioreactor
 from pioreactor_appliance.hardware.sim.server import PigpioFactory
@@ -120,6 +122,28 @@ class ClusterTestCase(TestCase):
         )
         self.addCleanup(port.stopListening)
         return port.getHost().port
+
+    async def kill(self, unit: str) -> None:
+        """Stop ``unit``'s service and drop the leader's kept-alive connections to it, as its death would
+        (a stopped service only stops listening)."""
+        await self.services[unit].stopService()
+        await self.services["leader"].getServiceNamed("fanout")._pool.closeCachedConnections()
+
+    async def add_silent_worker(self, unit: str) -> None:
+        """Register ``unit`` as a worker whose address accepts connections and never answers a byte."""
+        silent: list[Protocol] = []
+
+        class Silent(Protocol):
+            def connectionMade(self) -> None:
+                silent.append(self)
+
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Factory.forProtocol(Silent))
+        self.addCleanup(lambda: [p.transport.abortConnection() for p in silent if p.transport is not None])
+        self.addCleanup(port.stopListening)
+        fanout = self.services["leader"].getServiceNamed("fanout")
+        known = fanout.addresses
+        fanout.addresses = UnitAddresses({**known.addresses, unit: f"127.0.0.1:{port.getHost().port}"}, known.default_port)
+        await self.call("PUT", "leader", "/api/workers", json={"pioreactor_unit": unit}, expect=201)
 
     def url(self, unit: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[unit]}{path}"

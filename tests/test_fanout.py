@@ -7,9 +7,11 @@ from typing import Any
 
 from klein import Klein
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import ResponseNeverReceived
 
 from pioreactor_appliance.fanout import FanOut, UnitAddresses
 from pioreactor_appliance.security.signing import (
@@ -94,6 +96,9 @@ class HangingClient:
         if ":5/" in url:
             self.hanging.append(Deferred())
             return self.hanging[-1]
+        if ":10/" in url:  # connected, then cut off: the Agent fails as it does once the connection is open
+            self.hanging.append(Deferred(lambda d: d.errback(ResponseNeverReceived([Failure(CancelledError())]))))
+            return self.hanging[-1]
         return self._stub.request(method, url, **kwargs)
 
     def get(self, url: str, **kwargs: Any) -> Deferred[Any]:
@@ -107,7 +112,7 @@ class FanOutTests(SynchronousTestCase):
         self.stub = StubTreq(self.units.app.resource())
         self.client = HangingClient(self.stub)
         ports = {"ok": 1, "bad": 2, "down": 3, "garbled": 4, "hangs": 5, "task": 6, "failing": 7, "plain": 8, "astray": 9}
-        ports.update({f"hangs{i}": 5 for i in range(5)})
+        ports.update({f"hangs{i}": 5 for i in range(5)}, connected=10)
         addresses = UnitAddresses({unit: f"unit.test:{port}" for unit, port in ports.items()}, 80)
         self.fanout = FanOut(self.client, self.clock, addresses, timeout=2.0, post_timeout=30.0, concurrency=3, poll_interval=0.25)
 
@@ -165,6 +170,14 @@ class FanOutTests(SynchronousTestCase):
         self.assertEqual(list(result), ["bad", "hangs", "ok"])
         self.assertEqual(result["hangs"]["error"]["kind"], "task_timeout")
         self.assertTrue(result["hangs"]["retryable"])
+        self.assertTrue(result["ok"]["ok"])
+
+    def test_a_unit_cut_off_after_connecting_timed_out(self) -> None:
+        d = self.fanout.request("GET", ["connected", "ok"], "/unit_api/versions/app")
+        self.stub.flush()
+        self.clock.advance(2.1)
+        result = self.successResultOf(d)
+        self.assertEqual(result["connected"]["error"], {"kind": "task_timeout", "message": "connected did not answer within 2 s."})
         self.assertTrue(result["ok"]["ok"])
 
     def test_concurrency_is_bounded(self) -> None:
