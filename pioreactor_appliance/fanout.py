@@ -196,7 +196,7 @@ class FanOut(Service):
         self, units: Sequence[str], one: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], timeout: float
     ) -> dict[str, dict[str, Any]]:
         unique = sorted(set(units))
-        calls = [self._semaphore.run(self._bounded, one, unit, timeout) for unit in unique]
+        calls = [self._bounded(one, unit, timeout) for unit in unique]
         outcomes = await DeferredList(calls, consumeErrors=True)
         envelopes: dict[str, dict[str, Any]] = {}
         for unit, (ok, value) in zip(unique, outcomes):
@@ -212,7 +212,9 @@ class FanOut(Service):
     def _bounded(
         self, one: Callable[[str], Coroutine[Any, Any, dict[str, Any]]], unit: str, timeout: float
     ) -> Deferred[dict[str, Any]]:
-        d = Deferred.fromCoroutine(one(unit))
+        """``one(unit)`` once a concurrency slot is free; its timeout counts from now, the wait for a
+        slot included, so units queued behind slow ones still end within their own timeout."""
+        d = self._semaphore.run(lambda: Deferred.fromCoroutine(one(unit)))
         d.addTimeout(timeout, self._clock, onTimeoutCancel=_timed_out)
         return d.addErrback(self._as_envelope, unit, timeout)
 
