@@ -72,7 +72,8 @@ def serve(spec_path: str) -> None:
     from pioreactor_appliance.tap import Settings, build_service
 
     spec = json.loads(Path(spec_path).read_text())
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(open(spec["log"], "a"))], redirectStandardIO=False)
+    log = open(spec["log"], "a")  # noqa: SIM115 (open for the process's lifetime)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(log)], redirectStandardIO=False)
 
     async def start() -> None:
         for seed, unit in enumerate(spec["units"]):
@@ -162,9 +163,9 @@ class Cluster:
             self._wait_healthy(name, port)
 
     def _spawn(self, cmd: list[str], name: str) -> None:
-        out = open(self.state / f"{name}.out", "ab")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.processes.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True))
+        with open(self.state / f"{name}.out", "ab") as out:  # the child keeps its own copy
+            self.processes.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True))
 
     def _wait_healthy(self, name: str, port: int, seconds: float = 120.0) -> None:
         deadline = time.monotonic() + seconds

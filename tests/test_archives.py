@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
-from pioreactor_appliance.archives import extract
+from pioreactor_appliance.archives import add_file, extract, merge_prefixed, nest
 from pioreactor_appliance.errors import ApiError
 from pioreactor_appliance.limits import Limits
 
@@ -75,3 +75,36 @@ class ExtractTests(SynchronousTestCase):
 
     def test_not_a_zip(self) -> None:
         self.refused(io.BytesIO(b"this is not a zip"), 400, "not a readable zip")
+
+
+class ClusterArchiveTests(SynchronousTestCase):
+    """The leader's zips of the units' zips: nested as they came, or merged under <unit>/ after the checks."""
+
+    def test_nest_stores_each_units_zip_as_it_came(self) -> None:
+        one, two = archive(("a.txt", b"1")).getvalue(), archive(("b.txt", b"2")).getvalue()
+        with zipfile.ZipFile(io.BytesIO(nest({"pio2": two, "pio1": one}, "dot_pioreactor.zip", {"failed_units.json": "{}"}))) as z:
+            self.assertEqual(z.namelist(), ["pio1/dot_pioreactor.zip", "pio2/dot_pioreactor.zip", "failed_units.json"])
+            self.assertEqual((z.read("pio1/dot_pioreactor.zip"), z.read("pio2/dot_pioreactor.zip")), (one, two))
+            self.assertEqual(z.getinfo("pio1/dot_pioreactor.zip").compress_type, zipfile.ZIP_STORED)
+
+    def test_merge_prefixes_and_leaves_out_a_unit_whose_zip_fails_a_check(self) -> None:
+        good = archive(("od/cal.yaml", b"x: 1"), ("od/", b"")).getvalue()
+        escaping = archive(("../../etc/passwd", b"root")).getvalue()
+        merged, refused = merge_prefixed({"pio1": good, "pio2": escaping, "pio3": b"not a zip"}, LIMITS)
+        with zipfile.ZipFile(io.BytesIO(merged)) as z:
+            self.assertEqual({n: z.read(n) for n in z.namelist()}, {"pio1/od/cal.yaml": b"x: 1"})
+        self.assertEqual(sorted(refused), ["pio2", "pio3"])
+        self.assertIn("outside", refused["pio2"])
+        self.assertIn("not a readable zip", refused["pio3"])
+
+    def test_merge_keeps_the_whole_within_the_bounds(self) -> None:
+        three = archive(*((f"d/{i}.yaml", b"x") for i in range(3))).getvalue()
+        merged, refused = merge_prefixed({"pio1": three, "pio2": three}, LIMITS)  # 6 entries > 5
+        with zipfile.ZipFile(io.BytesIO(merged)) as z:
+            self.assertEqual(sorted(z.namelist()), [f"pio1/d/{i}.yaml" for i in range(3)])
+        self.assertEqual(list(refused), ["pio2"])
+        self.assertIn("5 entries", refused["pio2"])
+
+    def test_add_file(self) -> None:
+        with zipfile.ZipFile(io.BytesIO(add_file(archive(("a", b"1")).getvalue(), "note.txt", "hi"))) as z:
+            self.assertEqual({n: z.read(n) for n in z.namelist()}, {"a": b"1", "note.txt": b"hi"})

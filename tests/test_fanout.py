@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._newclient import ResponseNeverReceived
 
-from pioreactor_appliance.fanout import FanOut, UnitAddresses
+from pioreactor_appliance.fanout import ByteBudget, FanOut, Relayed, UnitAddresses
 from pioreactor_appliance.security.signing import (
     NONCE_HEADER,
     SIGNATURE_HEADER,
@@ -65,6 +65,19 @@ class FakeUnits:
             request.setResponseCode(202)
             return json.dumps({"task_id": "t3", "result_url_path": "@evil.example/steal", "status": "pending"})
         return json.dumps({"status": "success"})
+
+    @app.route("/unit_api/blob", methods=["GET", "POST"])
+    def blob(self, request: Any) -> Any:
+        """1000 bytes from "ok", a 404 from "bad", the request's own body and type back (418) when posted."""
+        if request.method == b"POST":
+            request.setResponseCode(418)
+            request.setHeader(b"content-type", request.getHeader(b"content-type"))
+            return request.content.read()
+        if request.getHost().port == 2:
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"error": "No calibrations"})
+        return b"z" * 1000
 
     @app.route("/unit_api/echo", methods=["POST"])
     def echo(self, request: Any) -> Any:
@@ -190,6 +203,30 @@ class FanOutTests(SynchronousTestCase):
         # queued behind the hanging three end with them instead of 2 s later.
         self.clock.advance(0.2)
         self.assertEqual({e["error"]["kind"] for e in self.successResultOf(d).values()}, {"task_timeout"})
+
+    def download(self, units: list[str], max_bytes: int, budget: ByteBudget) -> dict[str, Any]:
+        d = self.fanout.download(units, "/unit_api/blob", timeout=2.0, max_bytes=max_bytes, budget=budget)
+        self.stub.flush()
+        return self.successResultOf(d)
+
+    def test_download_gives_the_bytes_and_failures_as_envelopes(self) -> None:
+        budget = ByteBudget(10_000)
+        result = self.download(["ok", "bad"], 5000, budget)
+        self.assertEqual(result["ok"], {"ok": True, "unit": "ok", "value": b"z" * 1000})
+        self.assertEqual((result["bad"]["error"]["kind"], result["bad"]["status_code"]), ("http_error", 404))
+        self.assertEqual(budget.used, 1000)
+
+    def test_download_is_bounded_per_answer_and_in_all(self) -> None:
+        self.assertEqual(self.download(["ok"], 999, ByteBudget(10_000))["ok"]["error"]["message"], "ok's answer is larger than 999 bytes.")
+        budget = ByteBudget(1500)
+        result = self.download(["ok", "plain"], 5000, budget)
+        self.assertEqual(sorted(e["ok"] for e in result.values()), [False, True])
+        self.assertEqual(budget.used, 1000)  # the refused answer's bytes were given back
+
+    def test_relay_passes_any_answer_through(self) -> None:
+        d = self.fanout.relay("POST", "ok", "/unit_api/blob", b"raw", b"application/zip", timeout=2.0, max_bytes=100)
+        self.stub.flush()
+        self.assertEqual(self.successResultOf(d), {"ok": True, "unit": "ok", "value": Relayed(418, b"application/zip", b"raw")})
 
     def test_json_body_is_sent_as_json(self) -> None:
         d = self.fanout.request("POST", ["ok"], "/unit_api/echo", json={"experiment": "e1"})
