@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import Client, OpError  # bench/bench.py: this directory is on sys.path
-from tools.cluster import ClusterError, find_mosquitto, free_ports, request
+from tools.cluster import ClusterError, find_mosquitto, free_ports, log_tail, request
 
 BROADCAST = "/api/units/$broadcast/versions/app"
 POLL_INTERVAL = 0.010
@@ -79,7 +79,7 @@ def serve(spec_path: str) -> None:
         for seed, unit in enumerate(spec["units"]):
             daemon, model = build_pioreactor(reactor, seed=seed)
             model.start()
-            port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(PigpioFactory(daemon))
+            await TCP4ServerEndpoint(reactor, unit["pigpio_port"], interface="127.0.0.1").listen(PigpioFactory(daemon))
             data_dir = Path(unit["data_dir"])
             settings = Settings(
                 role=unit["role"],
@@ -87,7 +87,7 @@ def serve(spec_path: str) -> None:
                 data_dir=data_dir,
                 listen=f"tcp:{unit['port']}:interface=127.0.0.1",
                 mqtt=("127.0.0.1", spec["mqtt_port"]),
-                pigpio=("127.0.0.1", port.getHost().port),
+                pigpio=("127.0.0.1", unit["pigpio_port"]),
                 config=Config.load(data_dir),
             )
             service = build_service(settings, reactor)
@@ -127,8 +127,10 @@ class Cluster:
     def __init__(self, state: Path, workers: int, hosts: int, timeout: float, silent_port: int) -> None:
         self.state = state
         self.names = ["leader"] + [f"pio{i:03d}" for i in range(1, workers + 1)]
-        ports = free_ports(len(self.names) + 1)
+        # Every port chosen up front, so that no listener takes another's (simulators included).
+        ports = free_ports(2 * len(self.names) + 1)
         self.ports = dict(zip(self.names, ports, strict=False))
+        self.pigpio_ports = dict(zip(self.names, ports[len(self.names) :], strict=False))
         self.mqtt_port = ports[-1]
         self.timeout = timeout
         self.silent_port = silent_port
@@ -151,7 +153,13 @@ class Cluster:
             data_dir = self.state / name
             data_dir.mkdir()
             (data_dir / "config.ini").write_text(config)
-            unit = {"name": name, "role": "leader" if name == "leader" else "worker", "port": self.ports[name], "data_dir": str(data_dir)}
+            unit = {
+                "name": name,
+                "role": "leader" if name == "leader" else "worker",
+                "port": self.ports[name],
+                "pigpio_port": self.pigpio_ports[name],
+                "data_dir": str(data_dir),
+            }
             specs[0 if i == 0 else 1 + (i - 1) % self.hosts].append(unit)
         time.sleep(0.2)  # the broker binds
         for index, units in enumerate(specs):
@@ -167,16 +175,22 @@ class Cluster:
         with open(self.state / f"{name}.out", "ab") as out:  # the child keeps its own copy
             self.processes.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True))
 
-    def _wait_healthy(self, name: str, port: int, seconds: float = 120.0) -> None:
+    def _wait_healthy(self, name: str, port: int, seconds: float = 600.0) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
+            exited = [p.args for p in self.processes if p.poll() is not None]
+            if exited:
+                raise ClusterError(f"{exited} exited:\n{self._logs()}")
             try:
                 if request(f"127.0.0.1:{port}", "GET", "/unit_api/health", timeout=1.0)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise ClusterError(f"{name} not healthy after {seconds:.0f} s; logs in {self.state}")
+        raise ClusterError(f"{name} not healthy after {seconds:.0f} s:\n{self._logs()}")
+
+    def _logs(self) -> str:
+        return "\n".join(f"{path.name}:\n{log_tail(path, 10)}" for path in sorted(self.state.glob("host*.*")) if path.suffix != ".json")
 
     def register(self, name: str) -> None:
         status, body = request(self.leader, "PUT", "/api/workers", {"pioreactor_unit": name})
