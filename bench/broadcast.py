@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import Client, OpError  # bench/bench.py: this directory is on sys.path
-from tools.cluster import ClusterError, find_mosquitto, free_ports, log_tail, request
+from tools.cluster import ClusterError, find_mosquitto, log_tail, port_is_free, request
 
 BROADCAST = "/api/units/$broadcast/versions/app"
 POLL_INTERVAL = 0.010
@@ -123,12 +123,24 @@ class SilentUnit:
             self.held.append(conn)
 
 
+def listen_ports(count: int, start: int) -> list[int]:
+    """``count`` ports free now, from ``start`` up."""
+    ports: list[int] = []
+    port = start
+    while len(ports) < count:
+        if port_is_free(port):
+            ports.append(port)
+        port += 1
+    return ports
+
+
 class Cluster:
-    def __init__(self, state: Path, workers: int, hosts: int, timeout: float, silent_port: int) -> None:
+    def __init__(self, state: Path, workers: int, hosts: int, timeout: float, silent_port: int, base_port: int) -> None:
         self.state = state
         self.names = ["leader"] + [f"pio{i:03d}" for i in range(1, workers + 1)]
-        # Every port chosen up front, so that no listener takes another's (simulators included).
-        ports = free_ports(2 * len(self.names) + 1)
+        # Every port chosen up front, below the kernel's ephemeral range: hundreds of outgoing
+        # connections (MQTT, the fan-out) would otherwise take ports picked free a moment before.
+        ports = listen_ports(2 * len(self.names) + 1, base_port)
         self.ports = dict(zip(self.names, ports, strict=False))
         self.pigpio_ports = dict(zip(self.names, ports[len(self.names) :], strict=False))
         self.mqtt_port = ports[-1]
@@ -258,6 +270,7 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=4, help="worker processes the workers are spread over")
     parser.add_argument("--runs", type=int, default=20, help="timed broadcasts per scenario (the silent one: a quarter of it)")
     parser.add_argument("--timeout", type=float, default=1.0, help="the leader's per-unit fan-out timeout, seconds")
+    parser.add_argument("--base-port", type=int, default=20000, help="the first port tried for the units, simulators and broker")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     if args.serve:
@@ -267,7 +280,7 @@ def main() -> int:
         parser.error(f"--workers must be at least {HEALTHY_UNITS - 1}")
     silent = SilentUnit()
     with tempfile.TemporaryDirectory(prefix="pioreactor-broadcast-") as tmp:
-        cluster = Cluster(Path(tmp), args.workers, args.hosts, args.timeout, silent.port)
+        cluster = Cluster(Path(tmp), args.workers, args.hosts, args.timeout, silent.port, args.base_port)
         try:
             started = time.monotonic()
             cluster.start()
