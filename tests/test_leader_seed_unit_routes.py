@@ -131,12 +131,12 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         self, method: str, route: str, params: dict[str, str], broadcast: list[str], **kwargs: Any
     ) -> tuple[Any, dict[str, Any]]:
         """The route for pio1 and for ``$broadcast`` (which must reach exactly ``broadcast``): pio1's value, every value."""
-        one = self.values(await self.result(method, route, {**params, "unit": "pio1"}, **kwargs), ["pio1"])
-        every = self.values(await self.result(method, route, {**params, "unit": "$broadcast"}, **kwargs), broadcast)
+        one = self.values(await self.result(method, route, {**params, "pioreactor_unit": "pio1"}, **kwargs), ["pio1"])
+        every = self.values(await self.result(method, route, {**params, "pioreactor_unit": "$broadcast"}, **kwargs), broadcast)
         return one["pio1"], every
 
     async def refused_broadcast(self, method: str, route: str, params: dict[str, str], **kwargs: Any) -> None:
-        await self.error(method, route, 400, params={**params, "unit": "$broadcast"}, **kwargs)
+        await self.error(method, route, 400, params={**params, "pioreactor_unit": "$broadcast"}, **kwargs)
 
     # --- §1 B -----------------------------------------------------------------------
 
@@ -161,16 +161,16 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         self.assertEqual(await self.hit("PUT", "/api/workers", 200, json={"pioreactor_unit": "pio2"}), SUCCESS)
         await self.error("PUT", "/api/workers", 400, json={"pioreactor_unit": "$broadcast"})
         await self.error("PUT", "/api/workers", 400, json={})
-        route = "/api/workers/{unit}"
-        pio3 = await self.hit("GET", route, 200, params={"unit": "pio3"})
+        route = "/api/workers/{pioreactor_unit}"
+        pio3 = await self.hit("GET", route, 200, params={"pioreactor_unit": "pio3"})
         self.assertEqual(
             (list(pio3), pio3["is_active"], pio3["model_name"]),
             (["pioreactor_unit", "added_at", "is_active", "model_name", "model_version"], 1, "pioreactor_20ml"),
         )
-        self.assertEqual(await self.hit("DELETE", route, 202, params={"unit": "pio3"}), SUCCESS)
-        await self.error("GET", route, 404, params={"unit": "pio3"})
-        await self.error("DELETE", route, 404, params={"unit": "pio3"})
-        assignment = await self.hit("GET", "/api/workers/{unit}/experiment", 200, params={"unit": "pio2"})
+        self.assertEqual(await self.hit("DELETE", route, 202, params={"pioreactor_unit": "pio3"}), SUCCESS)
+        await self.error("GET", route, 404, params={"pioreactor_unit": "pio3"})
+        await self.error("DELETE", route, 404, params={"pioreactor_unit": "pio3"})
+        assignment = await self.hit("GET", "/api/workers/{pioreactor_unit}/experiment", 200, params={"pioreactor_unit": "pio2"})
         self.assertEqual(
             assignment,
             {
@@ -182,146 +182,152 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
             },
         )
         self.assertEqual(list(assignment), ["pioreactor_unit", "is_active", "experiment", "model_name", "model_version"])
-        await self.error("GET", "/api/workers/{unit}/experiment", 404, params={"unit": "leader"})
+        await self.error("GET", "/api/workers/{pioreactor_unit}/experiment", 404, params={"pioreactor_unit": "leader"})
 
     # --- §1 C -----------------------------------------------------------------------
 
     async def jobs(self) -> None:
-        run = "/api/units/{unit}/jobs/run/job_name/{job}/experiments/{experiment}"
+        run = "/api/units/{pioreactor_unit}/jobs/run/job_name/{job_name}/experiments/{experiment}"
         on_exp = {"experiment": EXP}
         # A named unit must be active and assigned (404 otherwise); $broadcast is the active assigned workers.
-        one = await self.result("POST", run, {**on_exp, "unit": "pio1", "job": "stirring"}, json={})
+        one = await self.result("POST", run, {**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"}, json={})
         self.assertEqual(self.values(one, ["pio1"]), {"pio1": {"ok": True}})
-        every = await self.result("PATCH", run, {**on_exp, "unit": "$broadcast", "job": "od_reading"}, json={})
+        every = await self.result("PATCH", run, {**on_exp, "pioreactor_unit": "$broadcast", "job_name": "od_reading"}, json={})
         self.assertEqual(self.values(every, ["pio1"]), {"pio1": {"ok": True}})
-        await self.error("POST", run, 404, params={**on_exp, "unit": "pio2", "job": "stirring"}, json={})
-        await self.error("POST", run, 404, params={**on_exp, "unit": "leader", "job": "stirring"}, json={})
-        await self.error("PATCH", run, 400, params={**on_exp, "unit": "pio1", "job": "stirring"})
+        await self.error("POST", run, 404, params={**on_exp, "pioreactor_unit": "pio2", "job_name": "stirring"}, json={})
+        await self.error("POST", run, 404, params={**on_exp, "pioreactor_unit": "leader", "job_name": "stirring"}, json={})
+        # §0: the run body is required ({} suffices); an empty one is 400.
+        await self.error(
+            "PATCH", run, 400, params={**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"},
+            data=b"", headers={b"Content-Type": [b"application/json"]},
+        )
 
-        running, everywhere = await self.both("GET", "/api/units/{unit}/jobs/running", {}, UNITS)
-        self.assertEqual(sorted(row["job_name"] for row in running), ["od_reading", "stirring"])
+        running, everywhere = await self.both("GET", "/api/units/{pioreactor_unit}/jobs/running", {}, UNITS)
         self.assertTrue(all(set(row) == JOB_ROW_KEYS for row in running), running)
-        self.assertEqual(everywhere["pio1"], running)
-        self.assertEqual((everywhere["leader"], everywhere["pio2"]), ([], []))
-        await self.error("GET", "/api/units/{unit}/jobs/running", 400, params={"unit": "pio9"})
+        # Besides the long-running monitor every unit has: the two jobs just run, on pio1 only.
+        in_exp = {u: sorted(r["job_name"] for r in rows if r["experiment"] == EXP) for u, rows in everywhere.items()}
+        self.assertEqual(in_exp, {"leader": [], "pio1": ["od_reading", "stirring"], "pio2": []})
+        self.assertEqual(sorted(r["job_name"] for r in running if r["experiment"] == EXP), ["od_reading", "stirring"])
+        await self.error("GET", "/api/units/{pioreactor_unit}/jobs/running", 400, params={"pioreactor_unit": "pio9"})
 
-        update = "/api/units/{unit}/jobs/update/job_name/{job}/experiments/{experiment}"
+        update = "/api/units/{pioreactor_unit}/jobs/update/job_name/{job_name}/experiments/{experiment}"
         for unit in ("pio1", "$broadcast"):
             self.assertEqual(
                 await self.hit(
-                    "PATCH", update, 202, params={**on_exp, "unit": unit, "job": "stirring"},
+                    "PATCH", update, 202, params={**on_exp, "pioreactor_unit": unit, "job_name": "stirring"},
                     json={"settings": {"target_rpm": 450}},
                 ),
                 ACCEPTED,
             )
         await self.error(
-            "PATCH", update, 400, params={**on_exp, "unit": "pio1", "job": "stirring"}, json={"settings": {}}
+            "PATCH", update, 400, params={**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"}, json={"settings": {}}
         )
 
-        stop_job = "/api/units/{unit}/jobs/stop/job_name/{job}/experiments/{experiment}"
+        stop_job = "/api/units/{pioreactor_unit}/jobs/stop/job_name/{job_name}/experiments/{experiment}"
         self.assertEqual(
-            await self.hit("POST", stop_job, 202, params={**on_exp, "unit": "pio1", "job": "stirring"}), ACCEPTED
+            await self.hit("POST", stop_job, 202, params={**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"}), ACCEPTED
         )
         self.assertEqual(
-            await self.hit("PATCH", stop_job, 202, params={**on_exp, "unit": "$broadcast", "job": "od_reading"}),
+            await self.hit("PATCH", stop_job, 202, params={**on_exp, "pioreactor_unit": "$broadcast", "job_name": "od_reading"}),
             ACCEPTED,
         )
-        stop = "/api/units/{unit}/jobs/stop/experiments/{experiment}"
+        stop = "/api/units/{pioreactor_unit}/jobs/stop/experiments/{experiment}"
         for method, unit in (("POST", "pio1"), ("PATCH", "$broadcast")):
-            self.assertEqual(await self.hit(method, stop, 202, params={**on_exp, "unit": unit}), SUCCESS)
-        await self.error("POST", stop, 400, params={**on_exp, "unit": "pio9"})
+            self.assertEqual(await self.hit(method, stop, 202, params={**on_exp, "pioreactor_unit": unit}), SUCCESS)
+        await self.error("POST", stop, 400, params={**on_exp, "pioreactor_unit": "pio9"})
 
         for unit in ("pio1", "$broadcast"):
-            self.assertEqual(await self.hit("POST", "/api/workers/{unit}/blink", 202, params={"unit": unit}), ACCEPTED)
+            self.assertEqual(await self.hit("POST", "/api/workers/{pioreactor_unit}/blink", 202, params={"pioreactor_unit": unit}), ACCEPTED)
 
     # --- §1 D, E --------------------------------------------------------------------
 
     async def logs_and_time_series(self) -> None:
         body = {"message": "hello", "source": "ui", "level": "INFO", "timestamp": "2026-01-05T12:00:00.000Z"}
         for family in ("units", "workers"):
-            route = f"/api/{family}/{{unit}}/experiments/{{experiment}}/logs"
+            route = f"/api/{family}/{{pioreactor_unit}}/experiments/{{experiment}}/logs"
             for unit in ("pio1", "$broadcast"):
                 self.assertEqual(
-                    await self.hit("POST", route, 202, params={"unit": unit, "experiment": EXP}, json=body), ACCEPTED
+                    await self.hit("POST", route, 202, params={"pioreactor_unit": unit, "experiment": EXP}, json=body), ACCEPTED
                 )
-            await self.error("POST", route, 400, params={"unit": "pio1", "experiment": EXP}, json={"message": "x"})
+            await self.error("POST", route, 400, params={"pioreactor_unit": "pio1", "experiment": EXP}, json={"message": "x"})
         for route, params in (
-            ("/api/units/{unit}/logs", {"unit": "pio1"}),
-            ("/api/units/{unit}/system_logs", {"unit": "pio1"}),
-            ("/api/workers/{unit}/experiments/{experiment}/logs", {"unit": "pio1", "experiment": EXP}),
-            ("/api/workers/{unit}/experiments/{experiment}/recent_logs", {"unit": "pio1", "experiment": EXP}),
+            ("/api/units/{pioreactor_unit}/logs", {"pioreactor_unit": "pio1"}),
+            ("/api/units/{pioreactor_unit}/system_logs", {"pioreactor_unit": "pio1"}),
+            ("/api/workers/{pioreactor_unit}/experiments/{experiment}/logs", {"pioreactor_unit": "pio1", "experiment": EXP}),
+            ("/api/workers/{pioreactor_unit}/experiments/{experiment}/recent_logs", {"pioreactor_unit": "pio1", "experiment": EXP}),
         ):
             rows = await self.hit("GET", route, 200, params=params)
             self.assertIsInstance(rows, list)
             self.assertTrue(all(list(row) == LOG_KEYS for row in rows), rows[:3])
             self.assertTrue(all(row["pioreactor_unit"] in ("pio1", "$broadcast") for row in rows), rows[:3])
         await self.call("GET", "leader", "/api/units/pio1/logs?skip=x", expect=400)
-        series = "/api/workers/{unit}/experiments/{experiment}/time_series"
+        series = "/api/workers/{pioreactor_unit}/experiments/{experiment}/time_series"
         for route, extra in (
             (f"{series}/growth_rates", {}),
             (f"{series}/od_readings", {}),
             (f"{series}/{{data_source}}/{{column}}", {"data_source": "od_readings", "column": "od_reading"}),
         ):
-            answer = await self.hit("GET", route, 200, params={"unit": "pio1", "experiment": EXP, **extra})
+            answer = await self.hit("GET", route, 200, params={"pioreactor_unit": "pio1", "experiment": EXP, **extra})
             self.assertEqual(list(answer), ["series", "data"])
             self.assertEqual(len(answer["series"]), len(answer["data"]))
         await self.error(
             "GET",
             f"{series}/{{data_source}}/{{column}}",
             400,
-            params={"unit": "pio1", "experiment": EXP, "data_source": "sqlite_master", "column": "name"},
+            params={"pioreactor_unit": "pio1", "experiment": EXP, "data_source": "sqlite_master", "column": "name"},
         )
 
     # --- §1 I -----------------------------------------------------------------------
 
     async def calibrations(self) -> None:
-        protocols, every = await self.both("GET", "/api/workers/{unit}/calibration_protocols", {}, UNITS)
+        protocols, every = await self.both("GET", "/api/workers/{pioreactor_unit}/calibration_protocols", {}, UNITS)
         self.assertIn(("stirring", "dc_based"), {(p["target_device"], p["protocol_name"]) for p in protocols})
         self.assertEqual(every["pio1"], protocols)
         stirring = {"device": "stirring"}
-        create = "/api/workers/{unit}/calibrations/{device}"
+        create = "/api/workers/{pioreactor_unit}/calibrations/{device}"
         one = await self.result(
-            "POST", create, {**stirring, "unit": "pio1"}, json={"calibration_data": stirring_calibration("stir-1", "pio1")}
+            "POST", create, {**stirring, "pioreactor_unit": "pio1"}, json={"calibration_data": stirring_calibration("stir-1", "pio1")}
         )
         self.values(one, ["pio1"])
         every = await self.result(
             "POST",
             create,
-            {**stirring, "unit": "$broadcast"},
+            {**stirring, "pioreactor_unit": "$broadcast"},
             json={"calibration_data": stirring_calibration("stir-2", "pio1"), "set_as_active": True},
         )
         self.values(every, UNITS)
-        await self.error("POST", create, 400, params={**stirring, "unit": "pio1"}, json={"calibration_data": "x: ["})
-        await self.error("POST", create, 400, params={**stirring, "unit": "pio9"}, json={"calibration_data": "x"})
+        await self.error("POST", create, 400, params={**stirring, "pioreactor_unit": "pio1"}, json={"calibration_data": "x: ["})
+        await self.error("POST", create, 400, params={**stirring, "pioreactor_unit": "pio9"}, json={"calibration_data": "x"})
 
-        listed, every = await self.both("GET", "/api/workers/{unit}/calibrations", {}, UNITS)
+        listed, every = await self.both("GET", "/api/workers/{pioreactor_unit}/calibrations", {}, UNITS)
         self.assertEqual(sorted(c["calibration_name"] for c in listed["stirring"]), ["stir-1", "stir-2"])
         self.assertTrue(all(c["pioreactor_unit"] == "pio1" and "is_active" in c for c in listed["stirring"]))
         self.assertEqual([c["calibration_name"] for c in every["pio2"]["stirring"]], ["stir-2"])
-        of_device, every = await self.both("GET", "/api/workers/{unit}/calibrations/{device}", stirring, UNITS)
+        of_device, every = await self.both("GET", "/api/workers/{pioreactor_unit}/calibrations/{device}", stirring, UNITS)
         self.assertEqual(sorted(c["calibration_name"] for c in of_device), ["stir-1", "stir-2"])
         self.assertEqual([c["calibration_name"] for c in every["leader"]], ["stir-2"])
         named = {**stirring, "calibration_name": "stir-2"}
-        one, every = await self.both("GET", "/api/workers/{unit}/calibrations/{device}/{calibration_name}", named, UNITS)
+        one, every = await self.both("GET", "/api/workers/{pioreactor_unit}/calibrations/{device}/{calibration_name}", named, UNITS)
         self.assertEqual((one["calibration_name"], one["calibration_type"]), ("stir-2", "simple_stirring"))
-        active, every = await self.both("GET", "/api/workers/{unit}/active_calibrations", {}, UNITS)
+        active, every = await self.both("GET", "/api/workers/{pioreactor_unit}/active_calibrations", {}, UNITS)
         self.assertEqual(active["stirring"]["calibration_name"], "stir-2")
         self.assertEqual({u: v["stirring"]["calibration_name"] for u, v in every.items()}, dict.fromkeys(UNITS, "stir-2"))
 
-        activate = "/api/workers/{unit}/active_calibrations/{device}/{calibration_name}"
-        self.values(await self.result("PATCH", activate, {**stirring, "calibration_name": "stir-1", "unit": "pio1"}), ["pio1"])
-        self.values(await self.result("PATCH", activate, {**named, "unit": "$broadcast"}), UNITS)
-        deactivate = "/api/workers/{unit}/active_calibrations/{device}"
-        self.values(await self.result("DELETE", deactivate, {**stirring, "unit": "pio1"}), ["pio1"])
-        self.values(await self.result("DELETE", deactivate, {**stirring, "unit": "$broadcast"}), UNITS)
-        _, every = await self.both("GET", "/api/workers/{unit}/active_calibrations", {}, UNITS)
-        self.assertEqual(every, dict.fromkeys(UNITS, {}))
-        delete = "/api/workers/{unit}/calibrations/{device}/{calibration_name}"
-        self.values(await self.result("DELETE", delete, {**stirring, "calibration_name": "stir-1", "unit": "pio1"}), ["pio1"])
-        self.values(await self.result("DELETE", delete, {**named, "unit": "$broadcast"}), UNITS)
-        _, every = await self.both("GET", "/api/workers/{unit}/calibrations/{device}", stirring, UNITS)
+        activate = "/api/workers/{pioreactor_unit}/active_calibrations/{device}/{calibration_name}"
+        self.values(await self.result("PATCH", activate, {**stirring, "calibration_name": "stir-1", "pioreactor_unit": "pio1"}), ["pio1"])
+        self.values(await self.result("PATCH", activate, {**named, "pioreactor_unit": "$broadcast"}), UNITS)
+        deactivate = "/api/workers/{pioreactor_unit}/active_calibrations/{device}"
+        self.values(await self.result("DELETE", deactivate, {**stirring, "pioreactor_unit": "pio1"}), ["pio1"])
+        self.values(await self.result("DELETE", deactivate, {**stirring, "pioreactor_unit": "$broadcast"}), UNITS)
+        _, every = await self.both("GET", "/api/workers/{pioreactor_unit}/active_calibrations", {}, UNITS)
+        # The simulated units' pump calibrations stay active; stirring has none any more.
+        self.assertEqual({u: "stirring" in v for u, v in every.items()}, dict.fromkeys(UNITS, False))
+        delete = "/api/workers/{pioreactor_unit}/calibrations/{device}/{calibration_name}"
+        self.values(await self.result("DELETE", delete, {**stirring, "calibration_name": "stir-1", "pioreactor_unit": "pio1"}), ["pio1"])
+        self.values(await self.result("DELETE", delete, {**named, "pioreactor_unit": "$broadcast"}), UNITS)
+        _, every = await self.both("GET", "/api/workers/{pioreactor_unit}/calibrations/{device}", stirring, UNITS)
         self.assertEqual(every, dict.fromkeys(UNITS, []))
-        await self.error("DELETE", delete, 400, params={**stirring, "calibration_name": "../x", "unit": "pio1"})
+        await self.error("DELETE", delete, 400, params={**stirring, "calibration_name": "bad name!", "pioreactor_unit": "pio1"})
 
     async def estimators(self) -> None:
         device = {"device": "od_fused"}
@@ -330,38 +336,38 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "est-1.yaml").write_text(estimator("est-1", unit))
         named = {**device, "estimator_name": "est-1"}
-        activate = "/api/workers/{unit}/active_estimators/{device}/{estimator_name}"
-        self.values(await self.result("PATCH", activate, {**named, "unit": "pio1"}), ["pio1"])
-        self.values(await self.result("PATCH", activate, {**named, "unit": "$broadcast"}), UNITS)
-        listed, every = await self.both("GET", "/api/workers/{unit}/estimators", {}, UNITS)
+        activate = "/api/workers/{pioreactor_unit}/active_estimators/{device}/{estimator_name}"
+        self.values(await self.result("PATCH", activate, {**named, "pioreactor_unit": "pio1"}), ["pio1"])
+        self.values(await self.result("PATCH", activate, {**named, "pioreactor_unit": "$broadcast"}), UNITS)
+        listed, every = await self.both("GET", "/api/workers/{pioreactor_unit}/estimators", {}, UNITS)
         [entry] = listed["od_fused"]
         self.assertEqual((entry["estimator_name"], entry["is_active"], entry["pioreactor_unit"]), ("est-1", True, "pio1"))
         self.assertEqual(every["pio2"]["od_fused"][0]["pioreactor_unit"], "pio2")
-        active, every = await self.both("GET", "/api/workers/{unit}/active_estimators", {}, UNITS)
+        active, every = await self.both("GET", "/api/workers/{pioreactor_unit}/active_estimators", {}, UNITS)
         self.assertEqual(active["od_fused"]["estimator_name"], "est-1")
-        of_device, every = await self.both("GET", "/api/workers/{unit}/estimators/{device}", device, UNITS)
+        of_device, every = await self.both("GET", "/api/workers/{pioreactor_unit}/estimators/{device}", device, UNITS)
         self.assertEqual([e["estimator_name"] for e in of_device], ["est-1"])
-        one, every = await self.both("GET", "/api/workers/{unit}/estimators/{device}/{estimator_name}", named, UNITS)
+        one, every = await self.both("GET", "/api/workers/{pioreactor_unit}/estimators/{device}/{estimator_name}", named, UNITS)
         self.assertEqual((one["estimator_type"], every["leader"]["calibrated_on_pioreactor_unit"]), ("od_fused_estimator", "leader"))
-        deactivate = "/api/workers/{unit}/active_estimators/{device}"
-        self.values(await self.result("DELETE", deactivate, {**device, "unit": "pio1"}), ["pio1"])
-        self.values(await self.result("DELETE", deactivate, {**device, "unit": "$broadcast"}), UNITS)
-        delete = "/api/workers/{unit}/estimators/{device}/{estimator_name}"
-        self.values(await self.result("DELETE", delete, {**named, "unit": "pio1"}), ["pio1"])
-        every = await self.result("DELETE", delete, {**named, "unit": "$broadcast"})
+        deactivate = "/api/workers/{pioreactor_unit}/active_estimators/{device}"
+        self.values(await self.result("DELETE", deactivate, {**device, "pioreactor_unit": "pio1"}), ["pio1"])
+        self.values(await self.result("DELETE", deactivate, {**device, "pioreactor_unit": "$broadcast"}), UNITS)
+        delete = "/api/workers/{pioreactor_unit}/estimators/{device}/{estimator_name}"
+        self.values(await self.result("DELETE", delete, {**named, "pioreactor_unit": "pio1"}), ["pio1"])
+        every = await self.result("DELETE", delete, {**named, "pioreactor_unit": "$broadcast"})
         # pio1's was deleted just before: its unit's 404 is its own envelope, the others succeed.
         self.assertEqual(sorted(every), UNITS)
         self.assertEqual((every["pio1"]["ok"], every["pio1"]["status_code"]), (False, 404), every["pio1"])
         self.values({u: every[u] for u in ("leader", "pio2")}, ["leader", "pio2"])
-        _, every = await self.both("GET", "/api/workers/{unit}/estimators/{device}", device, UNITS)
+        _, every = await self.both("GET", "/api/workers/{pioreactor_unit}/estimators/{device}", device, UNITS)
         self.assertEqual(every, dict.fromkeys(UNITS, []))
 
     async def sessions(self) -> None:
-        sessions = "/api/workers/{unit}/calibrations/sessions"
+        sessions = "/api/workers/{pioreactor_unit}/calibrations/sessions"
         body = {"target_device": "stirring", "protocol_name": "dc_based"}
-        view = await self.hit("POST", sessions, 201, params={"unit": "pio1"}, json=body)
+        view = await self.hit("POST", sessions, 201, params={"pioreactor_unit": "pio1"}, json=body)
         self.assertEqual(set(view), {"session", "step"})
-        session = {"unit": "pio1", "session_id": view["session"]["session_id"]}
+        session = {"pioreactor_unit": "pio1", "session_id": view["session"]["session_id"]}
         await self.refused_broadcast("POST", sessions, {}, json=body)
         read = await self.hit("GET", sessions + "/{session_id}", 200, params=session)
         self.assertEqual(read["session"]["session_id"], session["session_id"])
@@ -379,34 +385,34 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
     # --- §1 J -----------------------------------------------------------------------
 
     async def plugins(self) -> None:
-        installed, every = await self.both("GET", "/api/units/{unit}/plugins/installed", {}, UNITS)
+        installed, every = await self.both("GET", "/api/units/{pioreactor_unit}/plugins/installed", {}, UNITS)
         self.assertTrue(all(set(p) == PLUGIN_KEYS for p in installed), installed)
         body = {"options": {}, "args": ["pioreactor-harmless-plugin"], "env": {}}
         for action in ("install", "uninstall"):
-            route = f"/api/units/{{unit}}/plugins/{action}"
-            self.values(await self.result("POST", route, {"unit": "pio1"}, json=body), ["pio1"])
-            self.values(await self.result("PATCH", route, {"unit": "$broadcast"}, json=body), UNITS)
-            await self.error("POST", route, 400, params={"unit": "pio1"}, json={**body, "args": ["a; rm -rf /"]})
-            await self.error("POST", route, 400, params={"unit": "pio9"}, json=body)
+            route = f"/api/units/{{pioreactor_unit}}/plugins/{action}"
+            self.values(await self.result("POST", route, {"pioreactor_unit": "pio1"}, json=body), ["pio1"])
+            self.values(await self.result("PATCH", route, {"pioreactor_unit": "$broadcast"}, json=body), UNITS)
+            await self.error("POST", route, 400, params={"pioreactor_unit": "pio1"}, json={**body, "args": ["a; rm -rf /"]})
+            await self.error("POST", route, 400, params={"pioreactor_unit": "pio9"}, json=body)
 
     # --- §1 K -----------------------------------------------------------------------
 
     async def system(self) -> None:
-        version, every = await self.both("GET", "/api/units/{unit}/versions/app", {}, UNITS)
+        version, every = await self.both("GET", "/api/units/{pioreactor_unit}/versions/app", {}, UNITS)
         self.assertEqual(every, dict.fromkeys(UNITS, {"version": __version__}))
-        clock, every = await self.both("GET", "/api/units/{unit}/system/utc_clock", {}, UNITS)
+        clock, every = await self.both("GET", "/api/units/{pioreactor_unit}/system/utc_clock", {}, UNITS)
         self.assertEqual(list(clock), ["clock_time"])
         self.assertTrue(all(v["clock_time"].endswith("Z") for v in every.values()))
         for family in ("units", "workers"):
-            capabilities, every = await self.both(f"GET", f"/api/{family}/{{unit}}/capabilities", {}, UNITS)
+            capabilities, every = await self.both(f"GET", f"/api/{family}/{{pioreactor_unit}}/capabilities", {}, UNITS)
             self.assertIn("stirring", {entry["job_name"] for entry in capabilities})
-        await self.error("GET", "/api/units/{unit}/versions/app", 400, params={"unit": "127.0.0.1"})
+        await self.error("GET", "/api/units/{pioreactor_unit}/versions/app", 400, params={"pioreactor_unit": "127.0.0.1"})
 
         # Each unit takes one power action per 15 s (§1 K): a second inside that is its own 429 envelope.
-        self.values(await self.result("POST", "/api/units/{unit}/system/reboot", {"unit": "pio1"}), ["pio1"])
-        self.values(await self.result("POST", "/api/units/{unit}/system/shutdown", {"unit": "pio2"}), ["pio2"])
+        self.values(await self.result("POST", "/api/units/{pioreactor_unit}/system/reboot", {"pioreactor_unit": "pio1"}), ["pio1"])
+        self.values(await self.result("POST", "/api/units/{pioreactor_unit}/system/shutdown", {"pioreactor_unit": "pio2"}), ["pio2"])
         for action in ("reboot", "shutdown"):
-            every = await self.result("POST", f"/api/units/{{unit}}/system/{action}", {"unit": "$broadcast"})
+            every = await self.result("POST", f"/api/units/{{pioreactor_unit}}/system/{action}", {"pioreactor_unit": "$broadcast"})
             self.assertEqual(sorted(every), UNITS)
             for unit in ("pio1", "pio2"):
                 self.assertEqual((every[unit]["ok"], every[unit]["status_code"]), (False, 429), every[unit])
@@ -436,28 +442,32 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         await self.error(
             "POST", "/api/system/update_from_archive", 400, json={"release_archive_location": "/etc/x.zip", "units": "pio1"}
         )
-        for body in ({"units": "pio1"}, None):
-            accepted = await self.hit("POST", "/api/system/update_next_version", 202, **({"json": body} if body else {}))
-            updated = await self.wait_for_result(accepted)
-            self.assertEqual((updated["status"], updated["result"]), ("succeeded", True), updated)
+        update = "/api/system/update_next_version"
+        updated = await self.wait_for_result(await self.hit("POST", update, 202, json={"units": "pio1"}))
+        self.assertEqual((updated["status"], updated.get("result")), ("succeeded", True), updated)
+        # No body is $broadcast. A unit updates at most once per 10 s (api-deviations "System commands"), so pio1
+        # refuses this one, and the task fails naming it (api-deviations "System through the leader").
+        updated = await self.wait_for_result(await self.hit("POST", update, 202))
+        self.assertEqual((updated["status"], updated["error"]), ("failed", "The update failed on pio1."), updated)
+        self.assertIn("pio1: Too many requests", updated["cause"])
 
     async def archives(self) -> None:
-        route = "/api/units/{unit}/zipped_dot_pioreactor"
-        one = await self.hit("GET", route, 200, params={"unit": "pio1"}, media="application/zip")
+        route = "/api/units/{pioreactor_unit}/zipped_dot_pioreactor"
+        one = await self.hit("GET", route, 200, params={"pioreactor_unit": "pio1"}, media="application/zip")
         with zipfile.ZipFile(io.BytesIO(one)) as z:
             self.assertIn("config.ini", z.namelist())
-        cluster = await self.hit("GET", route, 200, params={"unit": "$broadcast"}, media="application/zip")
+        cluster = await self.hit("GET", route, 200, params={"pioreactor_unit": "$broadcast"}, media="application/zip")
         with zipfile.ZipFile(io.BytesIO(cluster)) as z:
             # api-deviations "Archives through the leader": an archive of each unit's archive.
             self.assertEqual(sorted(z.namelist()), [f"{u}/dot_pioreactor.zip" for u in UNITS])
-        await self.error("GET", route, 400, params={"unit": "pio9"})
-        restore = "/api/units/{unit}/import_zipped_dot_pioreactor"
+        await self.error("GET", route, 400, params={"pioreactor_unit": "pio9"})
+        restore = "/api/units/{pioreactor_unit}/import_zipped_dot_pioreactor"
         await self.refused_broadcast(
             "POST", restore, {}, files={"archive": ("dot.zip", "application/zip", io.BytesIO(one))}
         )
-        await self.error("POST", restore, 400, params={"unit": "pio1"}, files={"other": ("a.zip", "application/zip", io.BytesIO(one))})
+        await self.error("POST", restore, 400, params={"pioreactor_unit": "pio1"}, files={"other": ("a.zip", "application/zip", io.BytesIO(one))})
         accepted = await self.hit(
-            "POST", restore, 202, params={"unit": "pio1"}, files={"archive": ("dot.zip", "application/zip", io.BytesIO(one))}
+            "POST", restore, 202, params={"pioreactor_unit": "pio1"}, files={"archive": ("dot.zip", "application/zip", io.BytesIO(one))}
         )
         # The unit's own 202 passes through: its task lives on pio1.
         self.assertEqual(accepted["unit"], "pio1")
@@ -471,20 +481,20 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         # The leader's kept-alive connection to pio2 would still answer once: drop it.
         await self.services["leader"].getServiceNamed("fanout")._pool.closeCachedConnections()
         for route in (
-            "/api/units/{unit}/versions/app",
-            "/api/units/{unit}/system/utc_clock",
-            "/api/units/{unit}/jobs/running",
-            "/api/units/{unit}/capabilities",
-            "/api/workers/{unit}/capabilities",
-            "/api/units/{unit}/plugins/installed",
-            "/api/workers/{unit}/calibration_protocols",
-            "/api/workers/{unit}/calibrations",
-            "/api/workers/{unit}/active_calibrations",
-            "/api/workers/{unit}/estimators",
-            "/api/workers/{unit}/active_estimators",
-            "/api/workers/{unit}/calibrations/{device}",
+            "/api/units/{pioreactor_unit}/versions/app",
+            "/api/units/{pioreactor_unit}/system/utc_clock",
+            "/api/units/{pioreactor_unit}/jobs/running",
+            "/api/units/{pioreactor_unit}/capabilities",
+            "/api/workers/{pioreactor_unit}/capabilities",
+            "/api/units/{pioreactor_unit}/plugins/installed",
+            "/api/workers/{pioreactor_unit}/calibration_protocols",
+            "/api/workers/{pioreactor_unit}/calibrations",
+            "/api/workers/{pioreactor_unit}/active_calibrations",
+            "/api/workers/{pioreactor_unit}/estimators",
+            "/api/workers/{pioreactor_unit}/active_estimators",
+            "/api/workers/{pioreactor_unit}/calibrations/{device}",
         ):
-            result = await self.result("GET", route, {"unit": "$broadcast", "device": "stirring"})
+            result = await self.result("GET", route, {"pioreactor_unit": "$broadcast", "device": "stirring"})
             self.assertEqual(sorted(result), UNITS, route)
             self.values({u: result[u] for u in ("leader", "pio1")}, ["leader", "pio1"])
             failed = result["pio2"]
