@@ -16,6 +16,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
 from pioreactor_appliance import __version__
 
 from .cluster import ClusterTestCase, route_index
@@ -135,6 +138,17 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         every = self.values(await self.result(method, route, {**params, "pioreactor_unit": "$broadcast"}, **kwargs), broadcast)
         return one["pio1"], every
 
+    async def until_running_in_exp(self, jobs: list[str]) -> None:
+        """Wait (5 s at most) until pio1 runs exactly ``jobs`` in EXP: a stop sent over MQTT takes a moment.
+
+        Asks pio1 itself: the leader's fan-out reads count against its expensive-route budget."""
+        for _ in range(50):
+            rows = await self.call("GET", "pio1", "/unit_api/jobs/running", expect=200)
+            if sorted(r["job_name"] for r in rows if r["experiment"] == EXP) == jobs:
+                return
+            await deferLater(reactor, 0.1)
+        self.fail(f"pio1 never ran exactly {jobs} in {EXP}: {rows}")
+
     async def refused_broadcast(self, method: str, route: str, params: dict[str, str], **kwargs: Any) -> None:
         await self.error(method, route, 400, params={**params, "pioreactor_unit": "$broadcast"}, **kwargs)
 
@@ -223,18 +237,26 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
             "PATCH", update, 400, params={**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"}, json={"settings": {}}
         )
 
+        settings = await self.call("GET", "leader", f"/api/workers/pio1/jobs/settings/job_name/stirring/experiments/{EXP}", expect=202)
+        settings = await self.wait_for_result(settings)
+        self.assertEqual(settings["result"]["pio1"]["value"]["settings"]["target_rpm"], 450, settings)
+
         stop_job = "/api/units/{pioreactor_unit}/jobs/stop/job_name/{job_name}/experiments/{experiment}"
         self.assertEqual(
             await self.hit("POST", stop_job, 202, params={**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"}), ACCEPTED
         )
+        await self.until_running_in_exp(["od_reading"])
         self.assertEqual(
             await self.hit("PATCH", stop_job, 202, params={**on_exp, "pioreactor_unit": "$broadcast", "job_name": "od_reading"}),
             ACCEPTED,
         )
+        await self.until_running_in_exp([])
+        await self.result("PATCH", run, {**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"}, json={})
         stop = "/api/units/{pioreactor_unit}/jobs/stop/experiments/{experiment}"
         for method, unit in (("POST", "pio1"), ("PATCH", "$broadcast")):
             self.assertEqual(await self.hit(method, stop, 202, params={**on_exp, "pioreactor_unit": unit}), SUCCESS)
         await self.error("POST", stop, 400, params={**on_exp, "pioreactor_unit": "pio9"})
+        await self.until_running_in_exp([])
 
         for unit in ("pio1", "$broadcast"):
             self.assertEqual(await self.hit("POST", "/api/workers/{pioreactor_unit}/blink", 202, params={"pioreactor_unit": unit}), ACCEPTED)
@@ -326,7 +348,7 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         self.values(await self.result("DELETE", delete, {**stirring, "calibration_name": "stir-1", "pioreactor_unit": "pio1"}), ["pio1"])
         self.values(await self.result("DELETE", delete, {**named, "pioreactor_unit": "$broadcast"}), UNITS)
         _, every = await self.both("GET", "/api/workers/{pioreactor_unit}/calibrations/{device}", stirring, UNITS)
-        self.assertEqual(every, dict.fromkeys(UNITS, []))
+        self.assertEqual(every, {u: [] for u in UNITS})
         await self.error("DELETE", delete, 400, params={**stirring, "calibration_name": "bad name!", "pioreactor_unit": "pio1"})
 
     async def estimators(self) -> None:
@@ -360,7 +382,7 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         self.assertEqual((every["pio1"]["ok"], every["pio1"]["status_code"]), (False, 404), every["pio1"])
         self.values({u: every[u] for u in ("leader", "pio2")}, ["leader", "pio2"])
         _, every = await self.both("GET", "/api/workers/{pioreactor_unit}/estimators/{device}", device, UNITS)
-        self.assertEqual(every, dict.fromkeys(UNITS, []))
+        self.assertEqual(every, {u: [] for u in UNITS})
 
     async def sessions(self) -> None:
         sessions = "/api/workers/{pioreactor_unit}/calibrations/sessions"
@@ -386,7 +408,8 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
 
     async def plugins(self) -> None:
         installed, every = await self.both("GET", "/api/units/{pioreactor_unit}/plugins/installed", {}, UNITS)
-        self.assertTrue(all(set(p) == PLUGIN_KEYS for p in installed), installed)
+        self.assertTrue(all(set(p) == PLUGIN_KEYS for plugins in every.values() for p in plugins), every)
+        self.assertEqual(every["pio1"], installed)
         body = {"options": {}, "args": ["pioreactor-harmless-plugin"], "env": {}}
         for action in ("install", "uninstall"):
             route = f"/api/units/{{pioreactor_unit}}/plugins/{action}"
@@ -399,12 +422,13 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
 
     async def system(self) -> None:
         version, every = await self.both("GET", "/api/units/{pioreactor_unit}/versions/app", {}, UNITS)
-        self.assertEqual(every, dict.fromkeys(UNITS, {"version": __version__}))
+        self.assertEqual(version, {"version": __version__})
+        self.assertEqual(every, {u: version for u in UNITS})
         clock, every = await self.both("GET", "/api/units/{pioreactor_unit}/system/utc_clock", {}, UNITS)
         self.assertEqual(list(clock), ["clock_time"])
         self.assertTrue(all(v["clock_time"].endswith("Z") for v in every.values()))
         for family in ("units", "workers"):
-            capabilities, every = await self.both(f"GET", f"/api/{family}/{{pioreactor_unit}}/capabilities", {}, UNITS)
+            capabilities, every = await self.both("GET", f"/api/{family}/{{pioreactor_unit}}/capabilities", {}, UNITS)
             self.assertIn("stirring", {entry["job_name"] for entry in capabilities})
         await self.error("GET", "/api/units/{pioreactor_unit}/versions/app", 400, params={"pioreactor_unit": "127.0.0.1"})
 
