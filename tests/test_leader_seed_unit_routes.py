@@ -498,6 +498,22 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
         imported = await self.wait_for_result(accepted, "pio1")
         self.assertEqual(imported["status"], "succeeded", imported)
 
+        # Not in the seed's list, but the same family (§1 I): the workers' calibrations, inactive pio2 included.
+        one = await self.zipped_calibrations("pio1")
+        self.assertEqual({name.split("/")[0] for name in one}, {"pio1"})
+        every = await self.zipped_calibrations("$broadcast")
+        self.assertEqual({name.split("/")[0] for name in every}, set(UNITS))
+        self.assertTrue(set(one) < set(every))
+
+    async def zipped_calibrations(self, unit: str, failed: str | None = None) -> list[str]:
+        """GET /api/workers/<unit>/zipped_calibrations: the names in its zip; ``failed`` the units it says failed."""
+        response = await self.http.get(self.url("leader", f"/api/workers/{unit}/zipped_calibrations"), headers=self.headers)
+        content = await response.content()
+        self.assertEqual(response.code, 200, content[:600])
+        self.assertEqual(response.headers.getRawHeaders(b"x-pioreactor-failed-units"), failed and [failed.encode()])
+        with zipfile.ZipFile(io.BytesIO(content)) as z:
+            return [name for name in z.namelist() if name != "failed_units.json"]
+
     # --- a worker stops ----------------------------------------------------------------
 
     async def with_pio2_stopped(self) -> None:
@@ -527,3 +543,14 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
                 (False, "pio2", "connection_error", True, None),
                 (route, failed),
             )
+        # The synchronous archives leave pio2 out and name it (api-deviations "Archives through the leader").
+        cluster = await self.hit(
+            "GET", "/api/units/{pioreactor_unit}/zipped_dot_pioreactor", 200,
+            params={"pioreactor_unit": "$broadcast"}, media="application/zip",
+        )
+        self.assertEqual(self.last_headers.getRawHeaders(b"x-pioreactor-failed-units"), [b"pio2"])
+        with zipfile.ZipFile(io.BytesIO(cluster)) as z:
+            self.assertEqual(sorted(z.namelist()), ["failed_units.json", "leader/dot_pioreactor.zip", "pio1/dot_pioreactor.zip"])
+        self.assertEqual(
+            {name.split("/")[0] for name in await self.zipped_calibrations("$broadcast", failed="pio2")}, {"leader", "pio1"}
+        )
