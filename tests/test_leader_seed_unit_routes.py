@@ -24,6 +24,7 @@ from pioreactor_appliance import __version__
 from .cluster import ClusterTestCase, route_index
 
 EXP = "exp1"
+# start_cluster registers the leader as a worker too, so WK (the /api/workers $broadcast) is all three, as CL is.
 UNITS = ["leader", "pio1", "pio2"]
 INDEX = Path(__file__).parent / "data" / "leader_seed_unit_routes.txt"
 ACCEPTED = {"status": "accepted"}
