@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from treq.client import HTTPClient
 from twisted.internet import reactor
@@ -37,14 +39,25 @@ HARMLESS_SYSTEM = (
 )
 
 
+def route_index(path: Path) -> set[tuple[str, str]]:
+    """A seed's (method, path) pairs, one ``METHOD /path`` a line: what a seed test must cover exactly."""
+    pairs = set()
+    for line in path.read_text().splitlines():
+        method, route = line.split()
+        pairs.add((method, route))
+    return pairs
+
+
 class ClusterTestCase(TestCase):
     """``await self.start_cluster([...])`` starts the leader and those workers, each registered as a worker.
 
-    ``call`` sends ``self.headers`` with every request unless told otherwise.
+    ``call`` sends ``self.headers`` with every request unless told otherwise. ``hit`` calls a route of
+    ``hit_unit`` (or the unit given) and records it in ``self.hits``, for tests that must cover a seed's index.
     """
 
     timeout = 60
     headers: dict[bytes, list[bytes]] = {}
+    hit_unit = "leader"
 
     async def start_cluster(
         self,
@@ -58,6 +71,7 @@ class ClusterTestCase(TestCase):
         With ``simulated``, each unit drives its own simulated Pioreactor (in this process, on a
         loopback port, in real time) with pump calibrations that match it.
         """
+        self.hits: set[tuple[str, str]] = set()
         self.broker = await start_mosquitto(reactor, self)
         self.ports = {unit: free_port() for unit in ["leader", *workers]}
         addresses = "".join(
@@ -178,3 +192,34 @@ class ClusterTestCase(TestCase):
             self.assertIn(body["status"], ("pending", "running"))
             await deferLater(reactor, 0.02)
         self.fail("the task never finished")
+
+    async def hit(
+        self,
+        method: str,
+        route: str,
+        expect: int,
+        unit: str | None = None,
+        media: str = "application/json",
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``route`` (its ``{name}`` parts filled from ``params``), check the status and media type,
+        and answer the JSON body (or the raw bytes for other media)."""
+        params = kwargs.pop("params", {})
+        self.hits.add((method, route))
+        path = route.format(**{k: quote(v, safe="") for k, v in params.items()})
+        kwargs.setdefault("headers", self.headers)
+        response = await self.http.request(method, self.url(unit or self.hit_unit, path), **kwargs)
+        content = await response.content()
+        self.assertEqual(response.code, expect, (method, path, content[:600]))
+        [content_type] = response.headers.getRawHeaders(b"content-type")
+        self.assertTrue(content_type.decode().startswith(media), (method, path, content_type))
+        self.last_headers = response.headers
+        return json.loads(content) if media == "application/json" else content
+
+    async def error(self, method: str, route: str, expect: int, **kwargs: Any) -> dict[str, Any]:
+        """A refused request: the reference's error JSON."""
+        body = await self.hit(method, route, expect, **kwargs)
+        self.assertEqual(body["status"], expect)
+        self.assertIsInstance(body["error"], str)
+        self.assertIsInstance(body["cause"], str)
+        return body

@@ -15,14 +15,13 @@ import json
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from pioreactor_appliance import __version__
 
-from .cluster import ClusterTestCase
+from .cluster import ClusterTestCase, route_index
 
 WORKER = "worker1"
 EXP = "exp1"
@@ -80,15 +79,12 @@ ESTIMATOR = (
 
 def seed_index() -> set[tuple[str, str]]:
     """The seed's 71 (method, path) pairs."""
-    pairs = set()
-    for line in INDEX.read_text().splitlines():
-        method, path = line.split()
-        pairs.add((method, path))
-    return pairs
+    return route_index(INDEX)
 
 
 class UnitSeedRouteTests(ClusterTestCase):
     timeout = 90
+    hit_unit = WORKER
 
     def test_index_is_the_seeds(self) -> None:
         index = seed_index()
@@ -98,7 +94,6 @@ class UnitSeedRouteTests(ClusterTestCase):
     async def test_every_seed_route_answers_as_documented(self) -> None:
         # start_cluster writes HARMLESS_SYSTEM into every unit's config.ini already.
         await self.start_cluster([WORKER], simulated=True)
-        self.hits: set[tuple[str, str]] = set()
         self.root = Path(
             (await self.hit("GET", "/unit_api/system/path/", 200))["current"]
         )
@@ -128,31 +123,6 @@ class UnitSeedRouteTests(ClusterTestCase):
 
     # --- helpers -------------------------------------------------------------------
 
-    async def hit(
-        self,
-        method: str,
-        route: str,
-        expect: int,
-        unit: str = WORKER,
-        media: str = "application/json",
-        **kwargs: Any,
-    ) -> Any:
-        """Call ``route`` (its ``{name}`` parts filled from ``params``), check the status and media type,
-        and answer the JSON body (or the raw bytes for other media)."""
-        params = kwargs.pop("params", {})
-        self.hits.add((method, route))
-        path = route.format(**{k: quote(v, safe="") for k, v in params.items()})
-        kwargs.setdefault("headers", self.headers)
-        response = await self.http.request(method, self.url(unit, path), **kwargs)
-        content = await response.content()
-        self.assertEqual(response.code, expect, (method, path, content[:600]))
-        [content_type] = response.headers.getRawHeaders(b"content-type")
-        self.assertTrue(
-            content_type.decode().startswith(media), (method, path, content_type)
-        )
-        self.last_headers = response.headers
-        return json.loads(content) if media == "application/json" else content
-
     async def done(self, accepted: Any, unit: str = WORKER) -> Any:
         """The task a 202 started, followed to its end through the unit's task_results route; its result."""
         self.assertEqual(
@@ -171,16 +141,6 @@ class UnitSeedRouteTests(ClusterTestCase):
             (accepted["task_id"], accepted["result_url_path"]),
         )
         return body["result"]
-
-    async def error(
-        self, method: str, route: str, expect: int, **kwargs: Any
-    ) -> dict[str, Any]:
-        """A refused request: the reference's error JSON."""
-        body = await self.hit(method, route, expect, **kwargs)
-        self.assertEqual(body["status"], expect)
-        self.assertIsInstance(body["error"], str)
-        self.assertIsInstance(body["cause"], str)
-        return body
 
     # --- §2 A -----------------------------------------------------------------------
 
