@@ -25,11 +25,16 @@ from pioreactor_appliance.tap import Settings, build_service
 from .mosquitto import free_port, start_mosquitto
 
 # Fan-outs to units that are not running give up within a second.
-QUICK_FANOUT = "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\n"
+QUICK_FANOUT = (
+    "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\n"
+    "fanout_archive_timeout_seconds=1.0\nfanout_import_timeout_seconds=1.0\n"
+)
 # Simulated units start real jobs, which can take over a second on a loaded 2-core machine (CI, parallel
 # test processes): a 1 s fan-out then fails the run with task_timeout. Their units all run, so a longer
 # limit costs nothing.
 SIMULATED_FANOUT = "fanout_timeout_seconds=5.0\nfanout_post_timeout_seconds=10.0\n"
+# No per-client budget for expensive routes: tests that call many of them in a minute.
+UNLIMITED = "[limits]\nexpensive_per_minute=1000000\nexpensive_burst=1000000\n"
 # Never the Pi's reboot or update, or a real pip, on the machine running the tests: each command is a no-op.
 HARMLESS_SYSTEM = (
     "[plugins]\npip=true\n"

@@ -28,14 +28,13 @@ from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.resources.api_documents import UnitApiDocument
 from pioreactor_appliance.resources.routing import Router, make_site, route
 
-from .cluster import ClusterTestCase
+from .cluster import UNLIMITED, ClusterTestCase
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("PIOREACTOR_FUZZ_EXAMPLES", "25"))
 SEED = os.environ.get("PIOREACTOR_FUZZ_SEED", "20261101")
 REQUEST_TIMEOUT = 5.0
 # Fuzz the expensive routes' handlers, not their rate limit (tests/security covers that).
-UNLIMITED = "[limits]\nexpensive_per_minute=1000000\nexpensive_burst=1000000\n"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,no_traceback"
 
 

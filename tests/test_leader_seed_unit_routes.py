@@ -21,7 +21,7 @@ from twisted.internet.task import deferLater
 
 from pioreactor_appliance import __version__
 
-from .cluster import ClusterTestCase, route_index
+from .cluster import UNLIMITED, ClusterTestCase, route_index
 
 EXP = "exp1"
 # start_cluster registers the leader as a worker too, so WK (the /api/workers $broadcast) is all three, as CL is.
@@ -83,7 +83,7 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
 
     async def test_every_route_for_one_unit_and_broadcast(self) -> None:
         # A short leader cache: the reads after pio2 stops must reach it, not reuse its answers from before.
-        await self.start_cluster(["pio1", "pio2"], config="leader_cache_seconds=0.5\n", simulated=True)
+        await self.start_cluster(["pio1", "pio2"], config="leader_cache_seconds=0.5\n" + UNLIMITED, simulated=True)
         # pio1 and pio2 run EXP; pio2 is inactive: job runs skip it (AEXPW), every other fan-out reaches it.
         await self.call("POST", "leader", "/api/experiments", json={"experiment": EXP}, expect=201)
         for worker in ("pio1", "pio2"):
