@@ -238,8 +238,13 @@ class LeaderSeedUnitRouteTests(ClusterTestCase):
             "PATCH", update, 400, params={**on_exp, "pioreactor_unit": "pio1", "job_name": "stirring"}, json={"settings": {}}
         )
 
-        settings = await self.call("GET", "leader", f"/api/workers/pio1/jobs/settings/job_name/stirring/experiments/{EXP}", expect=202)
-        settings = await self.wait_for_result(settings)
+        # The update goes out over MQTT (202 accepted): the job takes it a moment later.
+        for _ in range(100):
+            settings = await self.call("GET", "leader", f"/api/workers/pio1/jobs/settings/job_name/stirring/experiments/{EXP}", expect=202)
+            settings = await self.wait_for_result(settings)
+            if settings["result"]["pio1"]["value"]["settings"]["target_rpm"] == 450:
+                break
+            await deferLater(reactor, 0.05)
         self.assertEqual(settings["result"]["pio1"]["value"]["settings"]["target_rpm"], 450, settings)
 
         stop_job = "/api/units/{pioreactor_unit}/jobs/stop/job_name/{job_name}/experiments/{experiment}"
