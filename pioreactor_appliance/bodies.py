@@ -8,6 +8,7 @@ primitive hooks here refuse anything that is not already the right JSON type.
 from __future__ import annotations
 
 import json
+import uuid
 from email.message import Message
 from email.parser import BytesParser
 from typing import Any, TypeVar
@@ -189,3 +190,19 @@ async def read_form_upload(request: IRequest, field: str, error: str, remediatio
 async def read_form_file(request: IRequest, field: str, error: str, remediation: str) -> bytes:
     """The bytes of the one file sent as form field ``field`` (see ``read_form_upload``)."""
     return (await read_form_upload(request, field, error, remediation)).content
+
+
+def form_file_body(field: str, filename: str, data: bytes) -> tuple[bytes, bytes]:
+    """Blocking (it copies the whole file): ``data`` as the one file of a multipart/form-data body, and its content type.
+
+    For the leader re-posting an upload to a unit, which reads it with ``read_form_upload``.
+    """
+    boundary = uuid.uuid4().hex.encode()
+    while boundary in data:
+        boundary = uuid.uuid4().hex.encode()
+    head = (
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="' + field.encode() + b'"; filename="' + filename.encode() + b'"\r\n'
+        b"Content-Type: application/zip\r\n\r\n"
+    )
+    return head + data + b"\r\n--" + boundary + b"--\r\n", b"multipart/form-data; boundary=" + boundary

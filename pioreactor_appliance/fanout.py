@@ -166,6 +166,17 @@ class FanOut(Service):
             timeout = self._timeout if method in ("GET", "HEAD") else self._post_timeout
         return self._track(Deferred.fromCoroutine(self._fan(units, lambda unit: self._one(method, unit, path, json), timeout)))
 
+    def post_bytes(
+        self, units: Sequence[str], path: str, body: bytes, content_type: bytes, *, timeout: float
+    ) -> Deferred[dict[str, dict[str, Any]]]:
+        """POST the same raw ``body`` (a form with a file) to every unit; each answer is read as ``request``'s are,
+        a 202 task followed to its end, so the envelopes are alike."""
+
+        def one(unit: str) -> Coroutine[Any, Any, dict[str, Any]]:
+            return self._one("POST", unit, path, None, data=body, content_type=content_type)
+
+        return self._track(Deferred.fromCoroutine(self._fan(units, one, timeout)))
+
     def download(
         self, units: Sequence[str], path: str, *, timeout: float, max_bytes: int, budget: ByteBudget
     ) -> Deferred[dict[str, dict[str, Any]]]:
@@ -242,8 +253,10 @@ class FanOut(Service):
             headers.update(self._signer.headers(method, path, data))
         return self._http.request(method, self.addresses.base_url(unit) + path, data=data or None, headers=headers)
 
-    async def _one(self, method: str, unit: str, path: str, json_body: Any) -> dict[str, Any]:
-        response = await self._send(method, unit, path, json_body)
+    async def _one(
+        self, method: str, unit: str, path: str, json_body: Any, *, data: bytes = b"", content_type: bytes = b""
+    ) -> dict[str, Any]:
+        response = await self._send(method, unit, path, json_body, data=data, content_type=content_type)
         code, body = response.code, await _read_json(response)
         if code == 202 and isinstance(body, dict) and "result_url_path" in body and "task_id" in body:
             path = body["result_url_path"]

@@ -303,7 +303,7 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     fanout.setServiceParent(top)
     descriptors = Descriptors(settings.data_dir)
     commands = CommandRunner(reactor, reactor)
-    system = SystemApi(commands, tasks, reactor, SystemSettings.from_config(config))
+    system = SystemApi(commands, tasks, reactor, SystemSettings.from_config(config), settings.data_dir, policy.limits)
     config_writing = DeferredLock()  # one writer at a time for the data directory's config files
     bioreactor = Bioreactor(cache.cache, config, model_of(config), settings.unit)
     families: list[Any] = [

@@ -18,10 +18,11 @@ from typing import Any, Literal, TypedDict
 
 from attrs import define
 from klein import Klein
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
-from ..bodies import read_body, read_form_upload
+from ..bodies import form_file_body, read_body, read_form_upload
 from ..errors import ApiError
 from ..fanout import FanOut
 from ..store.database import Database
@@ -43,6 +44,7 @@ CLOCK_TIMEOUT = 20.0
 # A unit's update command is killed after [system] update_timeout_seconds; the leader waits a little longer to hear so.
 UPDATE_MARGIN = 10.0
 CLOCK_PATH = "/unit_api/system/utc_clock"
+ARCHIVE_PATH = "/unit_api/system/update_from_archive"
 
 
 @define
@@ -243,12 +245,26 @@ class ClusterSystemApi:
 
     @route(app, "/api/system/update_from_archive", ["POST"], body=ArchiveUpdate, returns=Accepted, status=202, dangerous=True)
     async def update_from_archive(self, request: IRequest, body: ArchiveUpdate) -> Reply:
-        """Checked like the reference (an uploaded .zip, registered units), then refused: 409, not supported yet."""
+        """Install an uploaded release archive on one unit or every unit, the leader last; the result is true.
+
+        Each unit gets the zip on its /unit_api/system/update_from_archive, which checks it (its refusal
+        fails the task for that unit, as any failure does, naming it and why). No signature is checked.
+        """
         archive = await deferToThread(uploaded_archive, self._root, body.release_archive_location)
         units = await self._targets(body.units)
-        raise ApiError(
-            409,
-            "Updating from a release archive is not supported yet.",
-            cause=f"The units ({', '.join(units)}) install released versions only; {archive.name} was not installed.",
-            remediation="Use POST /api/system/update_next_version, or PATCH /unit_api/system/update on a unit with a released version.",
-        )
+        content = await deferToThread(archive.read_bytes)
+        timeout = self._update_timeout + UPDATE_MARGIN
+
+        async def work() -> bool:
+            form, content_type = await deferToThread(form_file_body, "archive", archive.name, content)
+
+            def post(targets: list[str]) -> Deferred[dict[str, dict[str, Any]]]:
+                return self._fanout.post_bytes(targets, ARCHIVE_PATH, form, content_type, timeout=timeout)
+
+            workers = [u for u in units if u != self._leader]
+            envelopes = await post(workers) if workers else {}
+            if self._leader in units:  # its own update last: it runs this task
+                envelopes |= await post([self._leader])
+            return all_ok(envelopes, "The update")
+
+        return run_as_task(self._tasks, work)

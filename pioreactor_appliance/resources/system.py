@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from attrs import define, frozen
@@ -22,12 +24,16 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from ..bodies import read_form_file
 from ..commands import CommandRunner, Result
 from ..config import Config, ConfigError
 from ..errors import ApiError
+from ..limits import Limits
+from ..releases import stage_release
 from ..tasks import Accepted, TaskRegistry
 from ..timestamps import iso_utc, parse_iso
 from .caching import cache_for
@@ -238,11 +244,16 @@ class SystemApi:
         tasks: TaskRegistry,
         clock: IReactorTime,
         settings: SystemSettings,
+        data_dir: Path,
+        limits: Limits,
     ) -> None:
+        """Release archives are staged in ``data_dir`` and bounded by ``limits``."""
         self._runner = runner
         self._tasks = tasks
         self._clock = clock
         self._settings = settings
+        self._root = data_dir
+        self._limits = limits
         self._locks: set[str] = set()
         self._power_limit = RateLimit(15)
         self._web_restart_limit = RateLimit(15)
@@ -401,6 +412,51 @@ class SystemApi:
                 404, "Invalid target", remediation="Use /unit_api/system/update/app."
             )
         return self._update(body)
+
+    @route(
+        app,
+        "/unit_api/system/update_from_archive",
+        ["POST"],
+        returns=Accepted | LockBusy,
+        status=202,
+        dangerous=True,
+        upload=True,
+    )
+    async def update_from_archive(self, request: IRequest) -> Reply:
+        """Install the update_package wheel of a release archive (multipart field 'archive'); true once installed.
+
+        The zip is checked before the 202 (400 naming the problem, 413 past the [limits] bounds):
+        wheels and notes only, exactly one wheel of [system] update_package. It shares the update's
+        lock and rate limit; its staging folder is removed once the task ends.
+        """
+        upload = await read_form_file(
+            request,
+            "archive",
+            "No archive uploaded",
+            "Send the release zip as the form field 'archive', e.g. curl -F archive=@release.zip.",
+        )
+        staging, wheel = await deferToThread(
+            stage_release, self._root, upload, self._settings.update_package, self._limits
+        )
+
+        async def work() -> bool:
+            try:
+                await self._run(
+                    "The update", "update", (str(wheel),), self._settings.update_timeout
+                )
+            finally:
+                await deferToThread(shutil.rmtree, staging, True)
+            return True
+
+        busy = "update-lock" in self._locks
+        try:
+            reply = self._locked("update-lock", work, self._update_limit, "Updating")
+        except ApiError:  # too soon: no task will remove the staging folder
+            await deferToThread(shutil.rmtree, staging, True)
+            raise
+        if busy:  # the reference's busy answer: no task either
+            await deferToThread(shutil.rmtree, staging, True)
+        return reply
 
     @route(app, "/unit_api/system/web_server/status", ["GET"], returns=WebServerStatus)
     async def web_server_status(self, request: IRequest) -> WebServerStatus:

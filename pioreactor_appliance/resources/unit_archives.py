@@ -11,7 +11,6 @@ fails is left out and named: in the ``X-Pioreactor-Failed-Units`` header and in
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from klein import Klein
@@ -19,7 +18,7 @@ from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
 from .. import archives
-from ..bodies import read_form_file
+from ..bodies import form_file_body, read_form_file
 from ..errors import ApiError
 from ..fanout import MAX_RESPONSE_BYTES, ByteBudget, FanOut, Relayed, UnitFailure
 from ..limits import Limits
@@ -68,19 +67,6 @@ def _merge_calibrations(fetched: dict[str, bytes], failed: dict[str, dict[str, A
     for name, text in _failed_note(failed).items():
         merged = archives.add_file(merged, name, text)
     return merged
-
-
-def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, bytes]:
-    """Blocking (it copies the whole file): ``data`` as the one file of a multipart/form-data body, and its content type."""
-    boundary = uuid.uuid4().hex.encode()
-    while boundary in data:
-        boundary = uuid.uuid4().hex.encode()
-    head = (
-        b"--" + boundary + b"\r\n"
-        b'Content-Disposition: form-data; name="' + field.encode() + b'"; filename="' + filename.encode() + b'"\r\n'
-        b"Content-Type: application/zip\r\n\r\n"
-    )
-    return head + data + b"\r\n--" + boundary + b"--\r\n", b"multipart/form-data; boundary=" + boundary
 
 
 class UnitArchivesApi:
@@ -182,7 +168,7 @@ class UnitArchivesApi:
             "No archive uploaded",
             "Send the zip as the form field 'archive', e.g. curl -F archive=@unit.zip.",
         )
-        body, content_type = await deferToThread(_multipart, "archive", INNER_NAME, upload)
+        body, content_type = await deferToThread(form_file_body, "archive", INNER_NAME, upload)
         envelope = await self._fanout.relay(
             "POST",
             unit,

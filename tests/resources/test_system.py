@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import evolve
 from treq.testing import StubTreq
 from twisted.internet import reactor
@@ -16,8 +20,10 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from pioreactor_appliance.bodies import form_file_body
 from pioreactor_appliance.commands import CommandRunner, Result
 from pioreactor_appliance.config import Config, ConfigError
+from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.resources.routing import Router
 from pioreactor_appliance.resources.system import SystemApi, SystemSettings
 from pioreactor_appliance.tasks import TaskRegistry
@@ -26,6 +32,7 @@ from ..helpers import request, response_of
 
 PY = sys.executable
 NOW = 1767614400.123  # 2026-01-05T12:00:00.123Z
+LIMITS = attrs.evolve(Limits.defaults(), zip_entries=5, zip_uncompressed_bytes=100_000)
 
 
 class RecordingRunner(CommandRunner):
@@ -40,6 +47,14 @@ class RecordingRunner(CommandRunner):
         return super().run(argv, timeout)
 
 
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
 def fails(code: int, out: str = "out", err: str = "boom") -> tuple[str, ...]:
     return ("sh", "-c", f"echo {out}; echo {err} >&2; exit {code}")
 
@@ -50,6 +65,8 @@ class SystemApiTests(TestCase):
         self.clock.advance(NOW)
         self.tasks = TaskRegistry(reactor, "pio1", max_count=50, max_age=600)
         self.runner = RecordingRunner()
+        self.root = Path(self.mktemp()).absolute()
+        self.root.mkdir()
         self.settings = SystemSettings(
             commands={
                 "reboot": ("true",),
@@ -70,7 +87,7 @@ class SystemApiTests(TestCase):
             self.settings, commands={**self.settings.commands, **commands}
         )
         self.stub = StubTreq(
-            Router([SystemApi(self.runner, self.tasks, self.clock, settings)])
+            Router([SystemApi(self.runner, self.tasks, self.clock, settings, self.root, LIMITS)])
         )
 
     def with_settings(self, **changes: Any) -> None:
@@ -274,6 +291,77 @@ class SystemApiTests(TestCase):
         )
         await self.call("POST", "/unit_api/system/update", 429, {})
 
+    async def send_archive(self, expect: int, data: bytes, field: str = "archive") -> Any:
+        body, content_type = form_file_body(field, "release.zip", data)
+        headers = {b"content-type": [content_type]}
+        code, answer = await request(self.stub, "POST", "/unit_api/system/update_from_archive", data=body, headers=headers)
+        self.assertEqual(code, expect, answer)
+        return answer
+
+    def staged(self) -> list[Path]:
+        return sorted(self.root.glob(".release-*"))
+
+    async def test_update_from_archive_installs_the_packages_wheel(self) -> None:
+        written = Path(self.mktemp())
+        self.serve(update=self.recorder(written))
+        release = {
+            "wheels/Pioreactor.Appliance-26.7.2-py3-none-any.whl": b"ours",
+            "wheels/twisted-25.5.0-py3-none-any.whl": b"a dependency",
+            "sha256sums.txt": b"...",
+            "RELEASE_NOTES.md": b"notes",
+        }
+        accepted = await self.send_archive(202, zipped(release))
+        wheel = Path(self.staged()[0], "wheels", "Pioreactor.Appliance-26.7.2-py3-none-any.whl")
+        self.assertEqual(wheel.read_bytes(), b"ours")
+        self.assertEqual((await self.result(accepted))["result"], True)
+        self.assertEqual(json.loads(written.read_text()), [str(wheel)])
+        self.assertEqual(self.staged(), [])
+        # The same lock and rate limit as /system/update: one update per 10 s, whichever route asked.
+        await self.call("POST", "/unit_api/system/update", 429, {})
+        await self.send_archive(429, zipped(release))
+        self.assertEqual(self.staged(), [])
+        self.clock.advance(10)
+        await self.result(await self.call("POST", "/unit_api/system/update", 202, {}))
+        self.assertEqual(json.loads(written.read_text()), ["pioreactor-appliance"])
+
+    async def test_a_failed_install_fails_the_task_with_its_output_and_cleans_up(self) -> None:
+        self.serve(update=fails(1, out="no matching distribution"))
+        accepted = await self.send_archive(202, zipped({"pioreactor_appliance-1.0-py3-none-any.whl": b"x"}))
+        result = await self.result(accepted)
+        self.assertEqual((result["status"], result["error"]), ("failed", "The update failed with exit code 1."))
+        self.assertIn("no matching distribution", result["cause"])
+        self.assertEqual(self.staged(), [])
+
+    async def test_update_from_archive_waits_for_a_running_update(self) -> None:
+        self.serve(update=(PY, "-c", "import time; time.sleep(0.5)"))
+        running = await self.call("POST", "/unit_api/system/update", 202, {})
+        busy = await self.send_archive(202, zipped({"pioreactor_appliance-1.0-py3-none-any.whl": b"x"}))
+        self.assertEqual(busy["lock"], "update-lock")
+        self.assertEqual(self.staged(), [])
+        self.assertEqual((await self.result(running))["result"], True)
+
+    async def test_bad_release_archives_are_refused_and_nothing_runs(self) -> None:
+        self.serve()
+        ours = "pioreactor_appliance-26.7.2-py3-none-any.whl"
+        for data, status, mention in [
+            (b"not a zip", 400, "not a readable zip"),
+            (zipped({}), 400, "no wheel"),
+            (zipped({"notes.txt": b"x"}), 400, "no wheel"),
+            (zipped({"pioreactor-26.7.2-py3-none-any.whl": b"x"}), 400, "0 wheels of pioreactor-appliance"),
+            (zipped({ours: b"x", "a/" + ours: b"y"}), 400, "2 wheels of pioreactor-appliance"),
+            (zipped({ours: b"x", "update.sh": b"rm -rf /"}), 400, "'update.sh' is neither a wheel nor a note"),
+            (zipped({"pioreactor_appliance.whl": b"x"}), 400, "not named as a wheel"),
+            (zipped({"../" + ours: b"x"}), 400, "outside"),
+            (zipped({f"{i}.txt": b"x" for i in range(6)} | {ours: b"x"}), 413, "at most 5"),
+            (zipped({ours: os.urandom(100_001)}), 413, "at most 100000"),
+        ]:
+            error = await self.send_archive(status, data)
+            self.assertIn(mention, error["cause"])
+            self.assertEqual(self.staged(), [])
+        error = await self.send_archive(400, zipped({ours: b"x"}), field="file")
+        self.assertEqual(error["error"], "No archive uploaded")
+        self.assertEqual(self.runner.started, [])
+
     async def test_web_server_status(self) -> None:
         self.serve()
         response = await response_of(
@@ -327,14 +415,19 @@ class SystemApiTests(TestCase):
 
     async def test_restart_soon_restarts_after_the_delay_and_logs_a_failure(self) -> None:
         self.with_settings(power_delay=5)
-        system = SystemApi(self.runner, self.tasks, self.clock, self.settings)
+        system = SystemApi(self.runner, self.tasks, self.clock, self.settings, self.root, LIMITS)
         self.assertEqual(system.restart_soon("to use new files"), 5)
         self.clock.advance(4.9)
         self.assertEqual(self.runner.started, [])
         self.clock.advance(0.1)
         self.assertEqual(self.runner.started, [("true",)])
         failing = SystemApi(
-            self.runner, self.tasks, self.clock, evolve(self.settings, commands={**self.settings.commands, "web_server_restart": fails(3)})
+            self.runner,
+            self.tasks,
+            self.clock,
+            evolve(self.settings, commands={**self.settings.commands, "web_server_restart": fails(3)}),
+            self.root,
+            LIMITS,
         )
         seen: list[str] = []
         globalLogPublisher.addObserver(seen.append)
