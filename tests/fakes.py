@@ -23,6 +23,14 @@ class FakeFanOut:
         self.timeouts.append(timeout)
         return succeed({unit: self._envelope(unit) for unit in units})
 
+    def post_bytes(
+        self, units: list[str], path: str, body: bytes, content_type: bytes, *, timeout: float
+    ) -> Deferred[dict[str, dict[str, Any]]]:
+        """As ``request``; the call records the raw body and its content type."""
+        self.calls.append(("POST", list(units), path, (content_type, body)))
+        self.timeouts.append(timeout)
+        return succeed({unit: self._envelope(unit) for unit in units})
+
     def _envelope(self, unit: str) -> dict[str, Any]:
         if unit in self.down:
             error = {"kind": "connection_error", "message": f"Could not reach {unit}."}

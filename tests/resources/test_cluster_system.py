@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 from treq.testing import StubTreq
 
+from pioreactor_appliance.bodies import form_parts
 from pioreactor_appliance.limits import Limits
 from pioreactor_appliance.resources.cluster_system import KILL_SWITCH, ClusterSystemApi
 from pioreactor_appliance.resources.routing import Router
@@ -202,13 +203,38 @@ class ClusterSystemTests(LeaderApiTestCase):
         self.assertEqual(code, 400)
         self.assertEqual(self.fanout.calls, [])
 
-    async def test_archive_updates_check_the_archive_then_say_they_are_not_supported(self) -> None:
+    async def test_update_from_archive_posts_the_archive_to_the_workers_then_the_leader(self) -> None:
+        archive = b"PK\x05\x06" + bytes(18)  # the leader passes it on as it is: each unit checks it
+        _, uploaded = await self.upload(archive)
+        body = {"release_archive_location": uploaded["save_path"], "units": "$broadcast"}
+        accepted = await self.call("POST", "/api/system/update_from_archive", expect=202, json=body)
+        self.assertEqual((await self.finish_task(accepted))["result"], True)
+        path = "/unit_api/system/update_from_archive"
+        self.assertEqual([(c[0], c[1], c[2]) for c in self.fanout.calls], [("POST", ["pio1", "pio2"], path), ("POST", ["leader"], path)])
+        self.assertEqual(self.fanout.timeouts, [910.0, 910.0])
+        for _, _, _, (content_type, form) in self.fanout.calls:
+            parts = form_parts(content_type, form)
+            self.assertEqual([(p.filename, p.content) for p in parts["archive"]], [(Path(uploaded["save_path"]).name, archive)])
+        for units, expected in [("pio2", [["pio2"]]), ("leader", [["leader"]])]:
+            self.fanout.calls.clear()
+            body = {"release_archive_location": Path(uploaded["save_path"]).name, "units": units}
+            await self.finish_task(await self.call("POST", "/api/system/update_from_archive", expect=202, json=body))
+            self.assertEqual([c[1] for c in self.fanout.calls], expected)
+
+    async def test_update_from_archive_fails_naming_each_unit_that_failed(self) -> None:
+        self.fanout.down = {"pio1", "leader"}
+        _, uploaded = await self.upload(b"PK\x05\x06" + bytes(18))
+        body = {"release_archive_location": uploaded["save_path"], "units": "$broadcast"}
+        result = await self.finish_task(await self.call("POST", "/api/system/update_from_archive", expect=202, json=body))
+        self.assertEqual((result["status"], result["error"]), ("failed", "The update failed on leader, pio1."))
+        self.assertIn("pio1: Could not reach pio1", result["cause"])
+        self.assertEqual([c[1] for c in self.fanout.calls], [["pio1", "pio2"], ["leader"]])
+
+    async def test_archive_updates_refuse_bad_locations_and_units(self) -> None:
         _, uploaded = await self.upload(b"PK\x03\x04")
         _, not_zip = await self.upload(b"x", filename="notes.txt")
         (self.root / "outside.zip").write_bytes(b"PK")
         for location, units, status, mention in [
-            (uploaded["save_path"], "$broadcast", 409, "not supported yet"),
-            (Path(uploaded["save_path"]).name, "pio1", 409, "not supported yet"),
             (uploaded["save_path"], "nobody", 400, "Unknown Pioreactor unit"),
             (not_zip["save_path"], "$broadcast", 400, "not a .zip"),
             (str(self.root / "outside.zip"), "$broadcast", 400, "not an uploaded file"),
