@@ -2,9 +2,9 @@
 
 An archive holds ``.whl`` files, exactly one of them the ``[system]
 update_package``'s, and optionally notes and checksums (kept, never run).
-Anything else, scripts included, is refused before anything is installed: the
-reference runs the shell scripts a release archive carries; a unit here only
-hands pip the one wheel. Blocking file work: callers run it off the reactor.
+Anything else, scripts included, is refused before anything is installed:
+nothing from an archive is ever run, a unit only hands its ``update`` command
+the one wheel. Blocking file work: callers run it off the reactor thread.
 """
 
 from __future__ import annotations
