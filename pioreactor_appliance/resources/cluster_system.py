@@ -252,7 +252,15 @@ class ClusterSystemApi:
         """
         archive = await deferToThread(uploaded_archive, self._root, body.release_archive_location)
         units = await self._targets(body.units)
-        content = await deferToThread(archive.read_bytes)
+        try:
+            content = await deferToThread(archive.read_bytes)
+        except OSError as e:  # removed or unreadable since it was checked
+            raise ApiError(
+                400,
+                "Invalid release_archive_location.",
+                cause=f"{archive.name} cannot be read: {e.strerror or e}.",
+                remediation="Upload the archive again with POST /api/system/upload and send the save_path it answered.",
+            ) from None
         timeout = self._update_timeout + UPDATE_MARGIN
 
         async def work() -> bool:
