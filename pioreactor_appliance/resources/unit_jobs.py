@@ -33,14 +33,14 @@ from ..errors import ApiError
 from ..fanout import FanOut
 from ..jobs.payloads import encode
 from ..store.database import Database
-from ..store.workers import all_workers, experiment_workers, get_worker
+from ..store.workers import all_workers, experiment_workers
 from ..tasks import Accepted, TaskRegistry
 from .background import BrokerAway, Publisher, fan_out_logged, publish_within
 from .jobs import BioreactorChange, JobSettingsChange, RunJob
 from .names import BROADCAST
 from .routing import Reply, route
 from .shapes import Success
-from .targets import cluster_targets
+from .targets import cluster_targets, one_worker
 from .task_results import run_as_task
 
 ALL_EXPERIMENTS = "$experiment"
@@ -139,30 +139,12 @@ def _settings_targets(
     return [unit]
 
 
-def _require_worker(conn: sqlite3.Connection, unit: str) -> None:
-    if unit == BROADCAST:
-        raise ApiError(
-            400,
-            "$broadcast is not accepted here.",
-            cause="This route asks one worker.",
-            remediation="Name one worker from GET /api/workers.",
-        )
-    if get_worker(conn, unit) is None:
-        raise ApiError(
-            400,
-            f"Unknown Pioreactor worker: {unit}",
-            cause=f"{unit!r} is not a registered worker.",
-            remediation="Use a name from GET /api/workers.",
-        )
-
-
 def _bioreactor_targets(
     conn: sqlite3.Connection, unit: str, experiment: str
 ) -> list[str]:
     if unit == BROADCAST:
         return _experiment_units(conn, experiment)
-    _require_worker(conn, unit)
-    return [unit]
+    return [one_worker(conn, unit)]
 
 
 class UnitJobsApi:
@@ -517,7 +499,7 @@ class UnitJobsApi:
         return await self._descriptors.automations(automation_type)
 
     async def _proxy(self, unit: str, path: str) -> Any:
-        await self._db.read(_require_worker, unit)
+        await self._db.read(one_worker, unit)
         envelope = (await self._fanout.request("GET", [unit], path))[unit]
         if envelope["ok"]:
             return envelope["value"]
