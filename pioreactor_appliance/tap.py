@@ -8,7 +8,9 @@ database closes last.
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ from .resources.workers import WorkersApi
 from .security.policy import PolicyError, build_policy
 from .security.signing import Signer
 from .store.database import Database
+from .systemd_notify import SystemdNotifier
 from .tasks import TaskRegistry
 
 ROLES = ("leader", "worker")
@@ -213,7 +216,7 @@ class LocalCache(Service):
         return self.cache.close()
 
 
-def build_service(settings: Settings, reactor: Any) -> OrderedServices:
+def build_service(settings: Settings, reactor: Any, environ: Mapping[str, str] = os.environ) -> OrderedServices:
     config = settings.config
     top = OrderedServices()
     leader = settings.role == "leader"
@@ -410,6 +413,10 @@ def build_service(settings: Settings, reactor: Any) -> OrderedServices:
     http._raiseSynchronously = True
     http.setName("http")
     http.setServiceParent(top)
+    notifier = SystemdNotifier.from_environ(environ, reactor)
+    if notifier is not None:  # last, so READY=1 goes out with the port open, and STOPPING=1 first
+        notifier.setName("systemd")
+        notifier.setServiceParent(top)
     return top
 
 
