@@ -301,7 +301,6 @@ stage_base_image() {
 
 # A Raspberry Pi OS Lite (or any two-partition FAT+ext4 MBR) image, unpacked without loops.
 stage_from_image() {
-    need_root
     [ -n "$BASE_IMAGE" ] || die "from-image needs --base-image PATH_OR_URL"
     [ -n "$BASE_SHA256" ] || die "refusing a base image without --sha256"
     mkdir -p "$FDIR"

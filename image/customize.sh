@@ -32,30 +32,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 
-# --- users (the contract) ----------------------------------------------------
-groupadd -f --system gpio
-groupadd -f --system i2c
-if ! id pioreactor >/dev/null 2>&1; then
-    useradd --system --user-group --home-dir /var/lib/pioreactor --create-home \
-        --shell /usr/sbin/nologin --groups gpio,i2c pioreactor
-fi
-usermod -a -G gpio,i2c pioreactor
-if ! id lab >/dev/null 2>&1; then
-    useradd --create-home --shell /bin/bash --groups sudo lab
-fi
-# SSH keys only: no password, locked (first boot installs authorized_keys).
-usermod -a -G sudo lab
-passwd -q -l lab
-
 # --- the appliance's venv, from the wheelhouse only ---------------------------
 rm -rf "$venv"
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --no-index --no-cache-dir --find-links "$build/wheels" pioreactor-appliance
 "$venv/bin/python" -c 'import pioreactor_appliance.tap'
-chown -R pioreactor:pioreactor /opt/pioreactor
 
-# --- units, broker and mDNS config (systemd/, shared with other installs) -----
-bash "$build/systemd/install.sh" /
+# --- units, broker, mDNS, sudoers and the contract's users (systemd/install.sh
+# makes pioreactor and lab and gives the venv to pioreactor) --------------------
+sh "$build/systemd/install.sh" /
+id pioreactor >/dev/null && id lab >/dev/null
 
 # --- per-device identity is made at first boot --------------------------------
 rm -f /etc/ssh/ssh_host_*

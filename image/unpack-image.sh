@@ -16,6 +16,7 @@ img="$1"
 dest="$2"
 layout="$3"
 [ -f "$img" ] || die "no such image: $img"
+[ "$(id -u)" -eq 0 ] || echo "unpack-image.sh: warning: not root, so every file will be yours, not its owner's" >&2
 
 tmp="$(mktemp -d "$(dirname "$dest")/unpack.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT

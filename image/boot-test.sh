@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Boot the image in qemu-system-aarch64 (-M virt, no network but two port
+# forwards on 127.0.0.1) and check the appliance as a user would, twice:
+#   1. role both, hostname piotest: /unit_api/health answers, systemd says
+#      `running`, the hostname is set, the root was grown, /api/workers lists
+#      piotest, mosquitto answers;
+#   2. a fresh copy as role worker (piotest-w, leader elsewhere): health answers,
+#      /api is the worker's 404, mosquitto is not running.
+# Both boot the simulated reactor (the pioreactor-simulated flag) and take the
+# kernel and initrd from the image's FAT partition, so they need a Debian kernel.
+#   boot-test.sh IMG          environment: BOOT_TIMEOUT (seconds per boot, 900)
+set -euo pipefail
+
+die() { echo "boot-test.sh: FAIL: $*" >&2; exit 1; }
+say() { printf '[%s] boot-test.sh: %s\n' "$(date +%T)" "$*" >&2; }
+
+[ $# -eq 1 ] || die "usage: boot-test.sh IMG"
+img="$(realpath "$1")"
+[ -f "$img" ] || die "no such image: $img"
+boot_timeout="${BOOT_TIMEOUT:-900}"
+export MTOOLS_SKIP_CHECK=1
+for tool in qemu-system-aarch64 qemu-img mcopy ssh ssh-keygen curl sfdisk python3 timeout; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run image/build.sh deps"
+done
+
+work="$(mktemp -d "$(dirname "$img")/boottest.XXXXXX")"
+qemu_pid=""
+stop_vm() {
+    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+        kill "$qemu_pid" 2>/dev/null || true
+        wait "$qemu_pid" 2>/dev/null || true
+    fi
+    qemu_pid=""
+}
+trap 'stop_vm; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
+
+# Partition 1 (FAT) and 2 (root) offsets, from the table.
+read -r boot_start root_sectors < <(sfdisk -J "$img" | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["partitiontable"]["partitions"]
+print(p[0]["start"], p[1]["size"])')
+fat="@@$((boot_start * 512))"
+kernel="$(mdir -b -i "$img$fat" '::/vmlinuz-*' 2>/dev/null | head -n 1)"
+initrd="$(mdir -b -i "$img$fat" '::/initrd.img-*' 2>/dev/null | head -n 1)"
+if [ -z "$kernel" ] || [ -z "$initrd" ]; then
+    die "no vmlinuz-*/initrd.img-* on the boot partition (qemu virt needs Debian's kernel)"
+fi
+mcopy -n -i "$img$fat" "$kernel" "$work/vmlinuz"
+mcopy -n -i "$img$fat" "$initrd" "$work/initrd"
+mtype -i "$img$fat" ::/cmdline.txt >"$work/cmdline.txt"
+root_arg="$(tr ' ' '\n' <"$work/cmdline.txt" | grep '^root=' | head -n 1)"
+[ -n "$root_arg" ] || die "cmdline.txt names no root="
+ssh-keygen -q -t ed25519 -N '' -C boot-test -f "$work/id"
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# boot NAME INI: a fresh sparse copy with the boot-partition files, booted in the background.
+boot() {
+    local name="$1" ini="$2" copy="$work/$1.img"
+    cp --sparse=always "$img" "$copy"
+    printf '%s\n' "$ini" >"$work/pioreactor.ini"
+    : >"$work/pioreactor-simulated"
+    mcopy -o -i "$copy$fat" "$work/pioreactor.ini" "$work/pioreactor-simulated" ::/
+    mcopy -o -i "$copy$fat" "$work/id.pub" ::/authorized_keys
+    # A bigger virtual disk than the image, so first boot has a root to grow.
+    qemu-img create -q -f qcow2 -b "$copy" -F raw "$work/$name.qcow2" 4G
+    http_port="$(free_port)"
+    ssh_port="$(free_port)"
+    console="$work/$name.console.log"
+    say "$name: booting (http 127.0.0.1:$http_port, ssh 127.0.0.1:$ssh_port)"
+    boot_t0=$SECONDS
+    timeout "$boot_timeout" qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 \
+        -nographic -no-reboot -kernel "$work/vmlinuz" -initrd "$work/initrd" \
+        -append "$root_arg rw console=ttyAMA0 net.ifnames=0 rootwait" \
+        -drive "if=none,id=hd,file=$work/$name.qcow2,format=qcow2" -device virtio-blk-pci,drive=hd \
+        -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$http_port-:80,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
+        -device virtio-net-pci,netdev=n0 </dev/null >"$console" 2>&1 &
+    qemu_pid=$!
+}
+
+http() { curl -sS --max-time 10 -o "$work/body" -w '%{http_code}' "http://127.0.0.1:$http_port$1" || true; }
+
+vm_ssh() {
+    ssh -i "$work/id" -p "$ssh_port" -o BatchMode=yes -o ConnectTimeout=10 -o LogLevel=ERROR \
+        -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null lab@127.0.0.1 "$@"
+}
+
+# Print what helps to understand a failed boot, then fail.
+fail() {
+    echo "boot-test.sh: FAIL ($name, $((SECONDS - boot_t0)) s after start): $*" >&2
+    echo "---- console (last 60 lines) ----" >&2
+    tail -n 60 "$console" >&2 || true
+    if kill -0 "$qemu_pid" 2>/dev/null; then
+        echo "---- systemctl --failed; journalctl -b -p warning ----" >&2
+        vm_ssh 'systemctl --failed --no-pager; sudo -n journalctl -b -p warning --no-pager 2>/dev/null \
+            || journalctl -b -p warning --no-pager' 2>&1 | tail -n 80 >&2 || true
+    fi
+    exit 1
+}
+
+wait_for() { # WHAT SECONDS COMMAND...: poll until COMMAND succeeds
+    local what="$1" limit=$((SECONDS + $2))
+    shift 2
+    until "$@"; do
+        kill -0 "$qemu_pid" 2>/dev/null || fail "qemu stopped while waiting for $what"
+        [ $SECONDS -lt "$limit" ] || fail "no $what"
+        sleep 3
+    done
+}
+health_ok() { [ "$(http /unit_api/health)" = 200 ]; }
+ssh_ok() { vm_ssh true 2>/dev/null; }
+system_running() {
+    local state
+    state="$(vm_ssh 'timeout 300 systemctl is-system-running --wait' || true)"
+    [ "$state" = running ] || fail "systemctl is-system-running says '$state'"
+}
+mqtt_answers() { # an MQTT 3.1.1 CONNECT to the broker on 127.0.0.1:1883 gets a CONNACK
+    vm_ssh python3 - <<'EOF'
+import socket
+s = socket.create_connection(("127.0.0.1", 1883), timeout=10)
+s.sendall(bytes([0x10, 18, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 6]) + b"piotst")
+assert s.recv(4)[:2] == bytes([0x20, 2]), "no CONNACK"
+EOF
+}
+worker_listed() { # /api/workers has UNIT and it is active
+    [ "$(http /api/workers)" = 200 ] && python3 - "$work/body" "$1" <<'EOF'
+import json, sys
+workers = json.load(open(sys.argv[1]))
+sys.exit(0 if any(w.get("pioreactor_unit") == sys.argv[2] for w in workers) else 1)
+EOF
+}
+
+# --- 1. role both --------------------------------------------------------------
+name=both
+boot both "$(printf '[pioreactor]\nrole = both\nhostname = piotest')"
+wait_for "answer from /unit_api/health" "$boot_timeout" health_ok
+say "both: health answers after $((SECONDS - boot_t0)) s: $(cat "$work/body")"
+wait_for "ssh login as lab" 120 ssh_ok
+system_running
+say "both: systemctl is-system-running: running ($((SECONDS - boot_t0)) s)"
+[ "$(vm_ssh hostname)" = piotest ] || fail "hostname is $(vm_ssh hostname), not piotest"
+root_bytes="$(vm_ssh df -B1 --output=size / | tail -n 1 | tr -d ' ')"
+[ "$root_bytes" -gt $((root_sectors * 512)) ] || fail "root not grown: $root_bytes bytes"
+say "both: hostname piotest, root grown to $((root_bytes / 1048576)) MiB"
+wait_for "piotest in /api/workers" 180 worker_listed piotest
+say "both: /api/workers lists piotest"
+mqtt_answers || fail "mosquitto does not answer on 1883"
+say "both: mosquitto answers; passed in $((SECONDS - boot_t0)) s"
+stop_vm
+
+# --- 2. role worker, leader elsewhere ------------------------------------------
+name=worker
+boot worker "$(printf '[pioreactor]\nrole = worker\nhostname = piotest-w\nleader_hostname = leader\nleader_address = leader.local')"
+wait_for "answer from /unit_api/health" "$boot_timeout" health_ok
+say "worker: health answers after $((SECONDS - boot_t0)) s"
+wait_for "ssh login as lab" 120 ssh_ok
+system_running
+[ "$(vm_ssh hostname)" = piotest-w ] || fail "hostname is $(vm_ssh hostname), not piotest-w"
+code="$(http /api/workers)"
+[ "$code" = 404 ] || fail "a worker's /api/workers answered $code, not 404"
+state="$(vm_ssh systemctl is-active mosquitto || true)"
+[ "$state" != active ] || fail "mosquitto runs on a worker"
+say "worker: running, /api is 404, mosquitto $state; passed in $((SECONDS - boot_t0)) s"
+stop_vm
+say "PASS"
