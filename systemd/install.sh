@@ -70,4 +70,8 @@ if [ "$users" -eq 1 ]; then
     # By name inside ROOT, so ROOT's own user database decides the ids.
     chroot "$root" chown pioreactor:pioreactor /var/lib/pioreactor /var/lib/pioreactor-firstboot
     chmod 0750 "$root/var/lib/pioreactor"
+    # Plugins and updates pip-install into the venv as pioreactor.
+    if [ -d "$root/opt/pioreactor" ]; then
+        chroot "$root" chown -R pioreactor:pioreactor /opt/pioreactor
+    fi
 fi
