@@ -23,7 +23,8 @@ main() {
     BASE_IMAGE=""
     BASE_SHA256=""
     MOUNTED=()
-    RESTORE=()
+    RESOLV_ROOT=""
+    SPLIT_TREE=""
 
     local stages=()
     while [ $# -gt 0 ]; do
@@ -82,10 +83,18 @@ cleanup() {
         umount -l "${MOUNTED[i]}" 2>/dev/null || true
     done
     MOUNTED=()
-    for ((i = ${#RESTORE[@]} - 1; i >= 0; i--)); do
-        eval "${RESTORE[i]}"
-    done
-    RESTORE=()
+    if [ -n "$RESOLV_ROOT" ]; then
+        rm -f "$RESOLV_ROOT/etc/resolv.conf"
+        if [ -e "$RESOLV_ROOT/etc/resolv.conf.pioreactor-build" ] || [ -L "$RESOLV_ROOT/etc/resolv.conf.pioreactor-build" ]; then
+            mv "$RESOLV_ROOT/etc/resolv.conf.pioreactor-build" "$RESOLV_ROOT/etc/resolv.conf"
+        fi
+        RESOLV_ROOT=""
+    fi
+    if [ -n "$SPLIT_TREE" ]; then
+        rmdir "$SPLIT_TREE/boot/firmware" 2>/dev/null || true
+        mv "$FDIR/bootfs" "$SPLIT_TREE/boot/firmware"
+        SPLIT_TREE=""
+    fi
 }
 
 # --- helpers ------------------------------------------------------------------
@@ -343,10 +352,8 @@ stage_customize() {
     # apt on a base that lacks packages needs a resolver; the image's own one comes back after.
     if [ -e "$r/etc/resolv.conf" ] || [ -L "$r/etc/resolv.conf" ]; then
         mv "$r/etc/resolv.conf" "$r/etc/resolv.conf.pioreactor-build"
-        RESTORE+=("rm -f '$r/etc/resolv.conf'; mv '$r/etc/resolv.conf.pioreactor-build' '$r/etc/resolv.conf'")
-    else
-        RESTORE+=("rm -f '$r/etc/resolv.conf'")
     fi
+    RESOLV_ROOT="$r"
     cp -L /etc/resolv.conf "$r/etc/resolv.conf"
     chroot_up "$r"
     in_chroot "$r" IMAGE_VERSION="$(image_version)" GIT_COMMIT="$(git_commit)" \
@@ -375,7 +382,7 @@ assemble_tree() {
     . "$FDIR/layout.env"
     rm -rf "$boot"
     mv "$tree/boot/firmware" "$boot"
-    RESTORE+=("rmdir '$tree/boot/firmware' && mv '$boot' '$tree/boot/firmware'")
+    SPLIT_TREE="$tree"
     mkdir -m 0755 "$tree/boot/firmware"
     local opts=(--label-id "$LABEL_ID" --boot-label "$BOOT_LABEL" --root-label "$ROOT_LABEL"
         --boot-type "$BOOT_TYPE" --root-type "$ROOT_TYPE" --boot-mib "$BOOT_MIB")
