@@ -16,6 +16,9 @@ if [ "$#" -ne 1 ]; then
     exit 2
 fi
 root=${1%/}
+# With ROOT=/ (the image's chroot) $root is empty, which suits the "$root/etc/..."
+# paths but not useradd -R or chroot: they get "/".
+sysroot=${root:-/}
 here=$(cd "$(dirname "$0")" && pwd)
 units="pioreactor.service pioreactor-firstboot.service pioreactor-register.service pigpiod.service pioreactor-simulator.service"
 
@@ -57,21 +60,21 @@ if [ "$users" -eq 1 ]; then
     # The contract's users: the service user (GPIO and I2C through its groups)
     # and the login user lab (sudo; password locked, SSH keys only).
     for group in gpio i2c; do
-        groupadd -f --system -R "$root" "$group"
+        groupadd -f --system -R "$sysroot" "$group"
     done
     if ! grep -q '^pioreactor:' "$root/etc/passwd"; then
-        useradd -R "$root" --system --user-group --home-dir /var/lib/pioreactor --no-create-home \
+        useradd -R "$sysroot" --system --user-group --home-dir /var/lib/pioreactor --no-create-home \
             --shell /usr/sbin/nologin --groups gpio,i2c pioreactor
     fi
     if ! grep -q '^lab:' "$root/etc/passwd"; then
-        useradd -R "$root" --create-home --shell /bin/bash --groups sudo lab
+        useradd -R "$sysroot" --create-home --shell /bin/bash --groups sudo lab
     fi
-    usermod -R "$root" --lock lab
+    usermod -R "$sysroot" --lock lab
     # By name inside ROOT, so ROOT's own user database decides the ids.
-    chroot "$root" chown pioreactor:pioreactor /var/lib/pioreactor /var/lib/pioreactor-firstboot
+    chroot "$sysroot" chown pioreactor:pioreactor /var/lib/pioreactor /var/lib/pioreactor-firstboot
     chmod 0750 "$root/var/lib/pioreactor"
     # Plugins and updates pip-install into the venv as pioreactor.
     if [ -d "$root/opt/pioreactor" ]; then
-        chroot "$root" chown -R pioreactor:pioreactor /opt/pioreactor
+        chroot "$sysroot" chown -R pioreactor:pioreactor /opt/pioreactor
     fi
 fi
