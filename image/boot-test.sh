@@ -79,7 +79,7 @@ boot() {
     qemu_pid=$!
 }
 
-http() { curl -sS --max-time 10 -o "$work/body" -w '%{http_code}' "http://127.0.0.1:$http_port$1" || true; }
+http() { curl -s --max-time 10 -o "$work/body" -w '%{http_code}' "http://127.0.0.1:$http_port$1" || true; }
 
 vm_ssh() {
     ssh -i "$work/id" -p "$ssh_port" -o BatchMode=yes -o ConnectTimeout=10 -o LogLevel=ERROR \
@@ -127,7 +127,7 @@ worker_listed() { # /api/workers has UNIT and it is active
     [ "$(http /api/workers)" = 200 ] && python3 - "$work/body" "$1" <<'EOF'
 import json, sys
 workers = json.load(open(sys.argv[1]))
-sys.exit(0 if any(w.get("pioreactor_unit") == sys.argv[2] for w in workers) else 1)
+sys.exit(0 if any(w["pioreactor_unit"] == sys.argv[2] and w["is_active"] == 1 for w in workers) else 1)
 EOF
 }
 
