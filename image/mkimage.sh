@@ -60,7 +60,7 @@ fi
 uuid_opt=()
 [ -z "$root_uuid" ] || uuid_opt=(-U "$root_uuid")
 mke2fs -q -F -t ext4 -L "$root_label" "${uuid_opt[@]}" -d "$rootfs" -E root_owner=0:0 \
-    "$tmp/root.ext4" "${root_mib}M"
+    "$tmp/root.ext4" "${root_mib}M" >/dev/null
 
 # 4 MiB of room before the first partition, as Raspberry Pi images have.
 boot_start=8192

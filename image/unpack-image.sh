@@ -73,13 +73,18 @@ debugfs -f "$tmp/ls.cmds" "$tmp/root.ext4" 2>/dev/null | awk '
         else if (type == "02" || type == "06" || type == "14") print "skip", mode, f[4] ":" f[5], path
         else if (special != "0" && type != "12") print "chmod", substr(mode, 3), f[4] ":" f[5], path
     }' >"$tmp/fixups"
+skipped=()
 while read -r action mode owner path; do
     case "$action" in
         chmod) chmod "$mode" "$dest$path" ;;
         fifo) mkfifo -m "$mode" "$dest$path" && chown "$owner" "$dest$path" ;;
-        skip) echo "unpack-image.sh: warning: device node or socket not copied: $path" >&2 ;;
+        skip) skipped+=("$path") ;;
     esac
 done <"$tmp/fixups"
+if [ ${#skipped[@]} -gt 0 ]; then
+    # Usually the few static nodes of /dev, which devtmpfs provides at boot anyway.
+    echo "unpack-image.sh: note: ${#skipped[@]} device nodes or sockets not copied: ${skipped[*]}" >&2
+fi
 
 mkdir -p "$dest/boot/firmware"
 if [ -n "$(MTOOLS_SKIP_CHECK=1 mdir -i "$tmp/boot.vfat" -b ::/ 2>/dev/null)" ]; then
