@@ -11,7 +11,8 @@
 #   environment: OUT (default image/out), SUITE (bookworm), MIRROR and SECURITY_MIRROR
 #   (default: the host's apt sources), PYTHON (the host interpreter for the wheelhouse).
 #
-# The whole script is one function, so editing it cannot upset a running build.
+# Everything runs from the last line, `main "$@"; exit`, which bash has read whole
+# before it starts: editing this file cannot upset a running build.
 set -euo pipefail
 
 main() {
@@ -32,7 +33,7 @@ main() {
             --base-image) BASE_IMAGE="${2:?}"; FLAVOR=from-image; shift 2 ;;
             --sha256) BASE_SHA256="${2:?}"; shift 2 ;;
             --flavor) FLAVOR="${2:?}"; shift 2 ;;
-            -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+            -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
             -*) die "unknown option $1" ;;
             *) stages+=("$1"); shift ;;
         esac
@@ -237,6 +238,7 @@ check_wheel_packages() {
 # Debian arm64 base tree with the kernel and Raspberry Pi boot files.
 stage_rootfs() {
     need_root
+    [ "$FLAVOR" = debian ] || die "rootfs builds the Debian flavor's base"
     local mirror security base="$FDIR/base" pkgs
     mirror="${MIRROR:-$(host_uris | grep -v security | head -n 1)}"
     security="${SECURITY_MIRROR:-$(host_uris | grep security | head -n 1 || true)}"
