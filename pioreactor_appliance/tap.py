@@ -371,7 +371,15 @@ def build_service(settings: Settings, reactor: Any, environ: Mapping[str, str] =
             WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, addresses=config.section("cluster.addresses")),
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
-            ClusterSystemApi(db, tasks, fanout, settings.unit, settings.data_dir, config.get_float("system", "update_timeout_seconds")),
+            ClusterSystemApi(
+                db,
+                tasks,
+                fanout,
+                settings.unit,
+                settings.data_dir,
+                config.get_float("system", "update_timeout_seconds"),
+                uploads_kept=config.get_int("appliance", "uploads_kept"),
+            ),
             UnitArchivesApi(
                 db,
                 fanout,

@@ -81,8 +81,11 @@ def upload_name(filename: str | None) -> str:
     return cleaned
 
 
-def save_upload(root: Path, name: str, content: bytes) -> Path:
-    """Write ``content`` as a new file in ``<root>/uploads`` (created if needed) and sync it; its path."""
+def save_upload(root: Path, name: str, content: bytes, keep: int) -> Path:
+    """Write ``content`` as a new file in ``<root>/uploads`` (created if needed) and sync it; its path.
+
+    Only the newest ``keep`` uploads stay, so repeated uploads cannot fill a Pi's SD card.
+    """
     base = root.resolve()
     folder = base / UPLOADS
     folder.mkdir(exist_ok=True)
@@ -93,6 +96,9 @@ def save_upload(root: Path, name: str, content: bytes) -> Path:
         f.write(content)
         f.flush()
         os.fsync(f.fileno())
+    kept = sorted((p for p in folder.iterdir() if p.is_file() and p != path), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in kept[max(keep - 1, 0) :]:
+        old.unlink(missing_ok=True)
     return path
 
 
@@ -147,6 +153,7 @@ class ClusterSystemApi:
         leader_hostname: str,
         data_dir: Path,
         update_timeout: float,
+        uploads_kept: int = 5,
     ) -> None:
         """``update_timeout`` is the units' ``[system] update_timeout_seconds``."""
         self._db = db
@@ -155,6 +162,7 @@ class ClusterSystemApi:
         self._leader = leader_hostname
         self._root = data_dir
         self._update_timeout = update_timeout
+        self._uploads_kept = uploads_kept
 
     async def _targets(self, unit: str) -> list[str]:
         return await self._db.read(cluster_targets, unit, self._leader)
@@ -216,7 +224,7 @@ class ClusterSystemApi:
             "No file part in the request",
             "Send the file as the form field 'file', e.g. curl -F file=@release.zip.",
         )
-        path = await deferToThread(save_upload, self._root, upload_name(sent.filename), sent.content)
+        path = await deferToThread(save_upload, self._root, upload_name(sent.filename), sent.content, self._uploads_kept)
         return {"message": "File successfully uploaded", "save_path": str(path)}
 
     @route(app, "/api/system/update_next_version", ["POST"], returns=Accepted, status=202, dangerous=True)

@@ -36,7 +36,7 @@ class ClusterSystemTests(LeaderApiTestCase):
     def more_families(self) -> list[Any]:
         self.root = Path(self.mktemp()).absolute()
         self.root.mkdir()
-        self.family = ClusterSystemApi(self.db, self.tasks, self.fanout, "leader", self.root, 900.0)
+        self.family = ClusterSystemApi(self.db, self.tasks, self.fanout, "leader", self.root, 900.0, uploads_kept=3)
         return [self.family]
 
     async def setUp(self) -> None:
@@ -135,6 +135,15 @@ class ClusterSystemTests(LeaderApiTestCase):
         _, again = await self.upload(b"other")
         self.assertNotEqual(again["save_path"], body["save_path"])
         self.assertEqual(saved.read_bytes(), b"PK\x03\x04release")
+
+    async def test_only_the_newest_uploads_are_kept(self) -> None:
+        paths = []
+        for n in range(5):
+            code, body = await self.upload(b"release %d" % n, filename=f"r{n}.zip")
+            self.assertEqual(code, 200, body)
+            paths.append(Path(body["save_path"]))
+        self.assertEqual(sorted((self.root / "uploads").iterdir()), sorted(paths[2:]))
+        self.assertEqual(paths[-1].read_bytes(), b"release 4")
 
     async def test_uploaded_names_never_leave_the_uploads_folder(self) -> None:
         for name, kept in [
