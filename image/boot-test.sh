@@ -3,7 +3,8 @@
 # forwards on 127.0.0.1) and check the appliance as a user would, twice:
 #   1. role both, hostname piotest: /unit_api/health answers, systemd says
 #      `running`, the hostname is set, the root was grown, /api/workers lists
-#      piotest, mosquitto answers;
+#      piotest, mosquitto answers, lab can sudo, the unit sets the clock
+#      through its sudo whitelist, and it outlives its watchdog period unrestarted;
 #   2. a fresh copy as role worker (piotest-w, leader elsewhere): health answers,
 #      /api is the worker's 404, mosquitto is not running.
 # Both boot the simulated reactor (the pioreactor-simulated flag) and take the
@@ -123,6 +124,43 @@ s.sendall(bytes([0x10, 18, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 6]) + b"pio
 assert s.recv(4)[:2] == bytes([0x20, 2]), "no CONNACK"
 EOF
 }
+task_finished() { # the task whose result path is in $task has succeeded or failed
+    [ "$(http "$task")" = 200 ] && python3 - "$work/body" <<'EOF'
+import json, sys
+sys.exit(0 if json.load(open(sys.argv[1]))["status"] in ("succeeded", "failed") else 1)
+EOF
+}
+clock_set_through_sudo() { # POST /unit_api/system/utc_clock runs `sudo date` from inside the unit's sandbox
+    local now code
+    now="$(vm_ssh date -u +%Y-%m-%dT%H:%M:%S.000Z)"
+    code="$(curl -s --max-time 10 -o "$work/body" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d "{\"utc_clock_time\": \"$now\"}" "http://127.0.0.1:$http_port/unit_api/system/utc_clock" || true)"
+    [ "$code" = 202 ] || fail "POST /unit_api/system/utc_clock answered $code: $(cat "$work/body")"
+    task="$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["result_url_path"])' "$work/body")"
+    wait_for "end of the clock task" 60 task_finished
+    grep -q '"status": *"succeeded"' "$work/body" || fail "setting the clock through sudo failed: $(cat "$work/body")"
+}
+watchdog_fed() { # the appliance outlives its watchdog period (60 s) unrestarted: the reactor feeds it
+    vm_ssh python3 - <<'EOF'
+import subprocess, time
+def show():
+    out = subprocess.run(
+        ["systemctl", "show", "pioreactor", "-p", "MainPID", "-p", "NRestarts", "-p", "ActiveState",
+         "-p", "WatchdogUSec", "-p", "ActiveEnterTimestampMonotonic"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.splitlines())
+def now():
+    return time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6
+first = show()
+assert first["WatchdogUSec"] not in ("0", "infinity"), first
+since = int(first["ActiveEnterTimestampMonotonic"])
+time.sleep(max(0.0, (since + 75e6 - now()) / 1e6))
+last = show()
+assert (last["MainPID"], last["NRestarts"], last["ActiveState"]) == (first["MainPID"], "0", "active"), (first, last)
+print(round((now() - since) / 1e6))
+EOF
+}
 worker_listed() { # /api/workers has UNIT and it is active
     [ "$(http /api/workers)" = 200 ] && python3 - "$work/body" "$1" <<'EOF'
 import json, sys
@@ -146,7 +184,12 @@ say "both: hostname piotest, root grown to $((root_bytes / 1048576)) MiB"
 wait_for "piotest in /api/workers" 180 worker_listed piotest
 say "both: /api/workers lists piotest"
 mqtt_answers || fail "mosquitto does not answer on 1883"
-say "both: mosquitto answers; passed in $((SECONDS - boot_t0)) s"
+say "both: mosquitto answers"
+vm_ssh sudo -n true || fail "lab cannot sudo"
+clock_set_through_sudo
+say "both: lab can sudo; the unit set the clock through its sudo whitelist"
+fed="$(watchdog_fed)" || fail "pioreactor.service was restarted, or its watchdog is off"
+say "both: pioreactor.service up $fed s, past its 60 s watchdog, never restarted; passed in $((SECONDS - boot_t0)) s"
 stop_vm
 
 # --- 2. role worker, leader elsewhere ------------------------------------------

@@ -46,9 +46,11 @@ for file in "$here"/avahi/*.service; do
 done
 put pioreactor.tmpfiles /etc/tmpfiles.d/pioreactor.conf 0644
 
-# Check the sudoers file before it lands where a syntax error would break sudo.
-visudo -cqf "$here/sudoers.d/pioreactor"
-put sudoers.d/pioreactor /etc/sudoers.d/pioreactor 0440
+# Check each sudoers file before it lands where a syntax error would break sudo.
+for file in pioreactor lab; do
+    visudo -cqf "$here/sudoers.d/$file"
+    put "sudoers.d/$file" "/etc/sudoers.d/$file" 0440
+done
 
 enable_unit pioreactor-firstboot.service sysinit.target
 for unit in pioreactor.service pioreactor-register.service pigpiod.service pioreactor-simulator.service; do
@@ -58,7 +60,7 @@ mkdir -p "$root/etc/pioreactor" "$root/var/lib/pioreactor" "$root/var/lib/piorea
 
 if [ "$users" -eq 1 ]; then
     # The contract's users: the service user (GPIO and I2C through its groups)
-    # and the login user lab (sudo; password locked, SSH keys only).
+    # and the login user lab (sudo without a password; password locked, SSH keys only).
     for group in gpio i2c; do
         groupadd -f --system -R "$sysroot" "$group"
     done

@@ -48,6 +48,7 @@ class InstallTests(SynchronousTestCase):
             "etc/mosquitto/conf.d/pioreactor.conf": 0o644,
             "etc/mosquitto/pioreactor.acl": 0o644,
             "etc/sudoers.d/pioreactor": 0o440,
+            "etc/sudoers.d/lab": 0o440,
             "etc/tmpfiles.d/pioreactor.conf": 0o644,
             "usr/share/pioreactor/avahi/pioreactor-http.service": 0o644,
             "usr/share/pioreactor/avahi/pioreactor-pio-worker.service": 0o644,
@@ -78,6 +79,9 @@ class InstallTests(SynchronousTestCase):
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         rules = [line for line in sudoers.read_text().splitlines() if line and not line.startswith("#")]
         self.assertEqual(rules[-1], "pioreactor ALL=(root) NOPASSWD: PIOREACTOR_POWER, PIOREACTOR_RESTART, PIOREACTOR_CLOCK")
+        lab = REPO / "systemd/sudoers.d/lab"
+        done = subprocess.run([visudo, "-cf", str(lab)], check=False, capture_output=True, text=True)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
         broken = Path(self.mktemp())
         broken.write_text("pioreactor ALL=(root) NOPASSWD: date *\n")  # visudo refuses a relative command
         self.assertNotEqual(subprocess.run([visudo, "-cf", str(broken)], check=False, capture_output=True).returncode, 0)
