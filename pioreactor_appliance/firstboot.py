@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
+import urllib.request  # reactor-safe: first boot is its own process, before the appliance and without Twisted
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -376,7 +376,7 @@ def write_authorized_keys(writer: Writer, source: Path) -> None:
 def run_command(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str]:
     """Run one command (an argument list, no shell); a missing program is exit status 127."""
     try:
-        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=1800, check=False)
+        done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=1800, check=False)  # reactor-safe: no reactor here
     except (OSError, subprocess.TimeoutExpired) as e:
         return 127, str(e)
     if done.returncode != 0:
@@ -450,14 +450,14 @@ def first_boot(root: Path, boot: Path, system: bool, run: Runner = run_command, 
     return True
 
 
-def register(root: Path, hostname: str, urlopen: Callable[..., object] = urllib.request.urlopen, sleep: Callable[[float], None] = time.sleep) -> bool:
+def register(root: Path, hostname: str, urlopen: Callable[..., object] = urllib.request.urlopen, sleep: Callable[[float], None] = time.sleep) -> bool:  # reactor-safe: its own process
     """PUT this leader into its own workers (role both), retrying while the appliance starts."""
     pending = root / REGISTER_PENDING
     if not pending.exists():
         return True
     body = json.dumps({"pioreactor_unit": hostname}).encode()
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
-        request = urllib.request.Request(WORKERS_URL, data=body, method="PUT", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(WORKERS_URL, data=body, method="PUT", headers={"Content-Type": "application/json"})  # reactor-safe: its own process
         try:
             urlopen(request, timeout=10)
         except (urllib.error.URLError, OSError) as e:

@@ -21,6 +21,12 @@ TOOLS = ("mkfs.vfat", "fsck.vfat", "mcopy", "mdir", "mtype", "mke2fs", "e2fsck",
 CMDLINE = "console=ttyS1,115200 console=tty0 root=LABEL=RASPIROOT rw rootwait\n"
 
 
+def write_tree(top: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        (top / name).write_text(text)
+
+
 def synthetic_trees(work: Path) -> tuple[Path, Path]:
     """A root tree carrying what verify-image.sh looks for, and a Debian-style boot tree."""
     rootfs, bootfs = work / "rootfs", work / "bootfs"
@@ -31,9 +37,7 @@ def synthetic_trees(work: Path) -> tuple[Path, Path]:
         "etc/systemd/system/pioreactor.service": "[Service]\nExecStart=/bin/true\n",
         "opt/pioreactor/venv/bin/twistd": "#!/bin/sh\n",
     }
-    for name, text in files.items():
-        (rootfs / name).parent.mkdir(parents=True, exist_ok=True)
-        (rootfs / name).write_text(text)
+    write_tree(rootfs, files)
     (rootfs / "etc/ssh").mkdir()
     boot_files = {
         "config.txt": "arm_64bit=1\n",
@@ -42,9 +46,7 @@ def synthetic_trees(work: Path) -> tuple[Path, Path]:
         "initrd.img-6.1.0-0-arm64": "initrd",
         "overlays/README": "a subdirectory\n",
     }
-    for name, text in boot_files.items():
-        (bootfs / name).parent.mkdir(parents=True, exist_ok=True)
-        (bootfs / name).write_text(text)
+    write_tree(bootfs, boot_files)
     return rootfs, bootfs
 
 
