@@ -51,8 +51,8 @@ from .resources.catalog import CatalogApi
 from .resources.cluster_system import ClusterSystemApi
 from .resources.config_api import ConfigApi
 from .resources.config_files import ConfigFilesApi
-from .resources.experiment_profiles import ExperimentProfilesApi
 from .resources.datasets import DatasetsApi
+from .resources.experiment_profiles import ExperimentProfilesApi
 from .resources.experiments import ExperimentsApi
 from .resources.files import FilesApi
 from .resources.jobs import JobsApi, leader_experiment

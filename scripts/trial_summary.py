@@ -27,6 +27,8 @@ RAN_RE = re.compile(r"^Ran (\d+) tests? in ")
 PASSED_STATS = ("successes", "expectedFailures")
 FAILED_STATS = ("failures", "errors", "unexpectedSuccesses")
 SKIPPED_STATS = ("skips",)
+# scripts/test runs trial under timeout(1): 124 when it sent TERM, 137 when it had to KILL.
+TIMEOUT_STATUSES = (124, 137)
 
 
 @dataclass(frozen=True)
@@ -75,17 +77,24 @@ def parse(output: str) -> Summary:
 def verdict(summary: Summary, returncode: int) -> tuple[Summary, str | None]:
     """The summary to print and why the run is red (None when green).
 
-    A crash (no summary) is reported as one failure so that the closing line
-    itself shows the run is red, not only the exit code.
+    A crash, a timeout or an exit status that disagrees with a green summary is
+    reported as one failure so that the closing line itself shows the run is
+    red, not only the exit code.
     """
+    timed_out = returncode in TIMEOUT_STATUSES
     if not summary.found:
-        return Summary(0, 1, 0, found=False), "trial printed no summary (it crashed or was killed)"
+        why = "trial did not finish in time (a test hung)" if timed_out else "trial printed no summary (it crashed or was killed)"
+        return Summary(0, 1, 0, found=False), why
     if summary.failed:
         return summary, None  # the closing line already says it is red
     if summary.passed == 0:
         return summary, "no test ran"
     if returncode != 0:
-        return summary, f"trial exited with status {returncode}"
+        # Counted as a failure so that the closing line says red too.
+        red = Summary(summary.passed, 1, summary.skipped, found=True)
+        if timed_out:
+            return red, "trial printed its summary but did not exit in time (a thread or process kept it alive)"
+        return red, f"trial exited with status {returncode}"
     return summary, None
 
 

@@ -44,6 +44,20 @@ HARMLESS_SYSTEM = (
 )
 
 
+# Every request a test sends gives up well before the test's own timeout, so a request that hangs
+# fails inside the test. A test stopped by trial's timeout is not stopped at all: its coroutine
+# goes on after the cleanups and could start services that nothing stops.
+REQUEST_TIMEOUT_SECONDS = 30.0
+
+
+class BoundedHTTPClient(HTTPClient):
+    """treq's client with a default timeout on every request."""
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", REQUEST_TIMEOUT_SECONDS)
+        return super().request(method, url, **kwargs)
+
+
 def route_index(path: Path) -> set[tuple[str, str]]:
     """A seed's (method, path) pairs, one ``METHOD /path`` a line: what a seed test must cover exactly."""
     pairs = set()
@@ -77,6 +91,8 @@ class ClusterTestCase(TestCase):
         loopback port, in real time) with pump calibrations that match it.
         """
         self.hits: set[tuple[str, str]] = set()
+        self._ended = False
+        self.addCleanup(setattr, self, "_ended", True)  # registered first, so it runs after every other cleanup
         self.broker = await start_mosquitto(reactor, self)
         self.ports = {unit: free_port() for unit in ["leader", *workers]}
         addresses = "".join(
@@ -107,6 +123,8 @@ class ClusterTestCase(TestCase):
                 pigpio=pigpio,
                 config=Config.load(data_dir),
             )
+            if self._ended:
+                raise RuntimeError("the test has ended (trial timed it out); its cluster must not start now")
             service = build_service(settings, reactor)
             service.startService()
             self.addCleanup(service.stopService)
@@ -114,7 +132,7 @@ class ClusterTestCase(TestCase):
         if simulated:
             await self._hardware_connected()
         pool = HTTPConnectionPool(reactor, persistent=False)
-        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.http = BoundedHTTPClient(Agent(reactor, pool=pool))
         for unit in self.ports:
             await self.call(
                 "PUT",

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from types import ModuleType
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "trial_summary.py"
@@ -97,11 +101,67 @@ class MainTests(TestCase):
         self.assertEqual((status, out.splitlines()[-1]), (1, "0 passed, 0 failed"))
 
     def test_red_when_trial_exit_status_disagrees(self) -> None:
-        status, _ = self.run_main(trial_output("PASSED (successes=3)"), returncode=2)
-        self.assertEqual(status, 1)
+        status, out = self.run_main(trial_output("PASSED (successes=3)"), returncode=2)
+        self.assertEqual((status, out.splitlines()[-1]), (1, "3 passed, 1 failed"))
+
+    def test_a_run_that_hung_after_its_summary_is_red(self) -> None:
+        summary, why = ts.verdict(ts.parse(trial_output("PASSED (successes=3)")), 124)
+        self.assertEqual((summary.line(), why), ("3 passed, 1 failed", "trial printed its summary but did not exit in time (a thread or process kept it alive)"))
+
+    def test_a_run_that_hung_before_its_summary_is_red(self) -> None:
+        summary, why = ts.verdict(ts.parse("tests.test_x ... [OK]\n"), 137)
+        self.assertEqual((summary.line(), why), ("0 passed, 1 failed", "trial did not finish in time (a test hung)"))
 
     def test_missing_log(self) -> None:
         out, err = io.StringIO(), io.StringIO()
         with redirect_stdout(out), redirect_stderr(err):
             status = ts.main([self.mktemp()])
         self.assertEqual((status, out.getvalue().splitlines()[-1]), (1, "0 passed, 1 failed"))
+
+
+HANGS_AT_EXIT = '''
+import os
+import threading
+
+from twisted.trial.unittest import TestCase
+
+
+class Hangs(TestCase):
+    def test_passes_then_keeps_its_process_alive(self):
+        with open(os.environ["HANG_PID_FILE"], "w") as f:
+            f.write(str(os.getpid()))
+        threading.Thread(target=threading.Event().wait).start()  # not a daemon: the process cannot exit
+'''
+
+
+class TestCommandTests(TestCase):
+    """scripts/test itself: a run that never ends is stopped, and the closing line says red."""
+
+    timeout = 120
+
+    async def test_a_worker_that_cannot_exit_is_killed_and_counted_as_a_failure(self) -> None:
+        workdir = Path(self.mktemp()).resolve()  # scripts/test runs from the repository's root
+        workdir.mkdir(parents=True)
+        (workdir / "test_hangs_at_exit.py").write_text(HANGS_AT_EXIT)
+        pid_file = workdir / "worker.pid"
+        env = {**os.environ, "TRIAL_TIMEOUT": "15", "TRIAL_JOBS": "2", "HANG_PID_FILE": str(pid_file), "PYTHONPATH": str(workdir)}
+        command = str(SCRIPT.parent / "test")
+        out, _err, code = await getProcessOutputAndValue(
+            command, [str(workdir / "test_hangs_at_exit.py")], env=env, path=str(workdir), reactor=reactor
+        )
+        self.assertEqual((code, out.decode().splitlines()[-1]), (1, "1 passed, 1 failed"), out[-2000:])
+        worker = int(pid_file.read_text())
+        for _ in range(100):
+            if not _alive(worker):
+                return
+            await deferLater(reactor, 0.05)
+        self.fail(f"trial's worker {worker} outlived the run")
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"

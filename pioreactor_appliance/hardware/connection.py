@@ -23,7 +23,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
+
+from ..threads import OwnedThreadPool
 
 T = TypeVar("T")
 
@@ -60,7 +61,7 @@ class PigpioConnection(Service):
         self.host, self.port = host, port
         self._connect_to = connect or _open_pigpio
         self._retry_seconds = retry_seconds
-        self._pool = ThreadPool(1, 1, name="pigpio")
+        self._pool = OwnedThreadPool(reactor, 1, 1, "pigpio")
         self._pi: Any = None
         self._attempt = 0
         self._retry: IDelayedCall | None = None

@@ -17,10 +17,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from ..atomic_files import write_atomically
 from ..deferreds import follow
+from ..threads import OwnedThreadPool
 
 LED_CHANNELS = ("A", "B", "C", "D")
 log = Logger()
@@ -37,7 +37,7 @@ class PersistentCache:
         self._path = path
         self._reactor = reactor
         self._data: dict[str, dict[str, Any]] = self._load()
-        self._pool = ThreadPool(1, 1, name="local-cache")
+        self._pool = OwnedThreadPool(reactor, 1, 1, "local-cache")
         self._writing: Deferred[None] | None = None
         self._dirty = False
         self.last_write_error: str | None = None  # why the last write failed; None once one succeeds

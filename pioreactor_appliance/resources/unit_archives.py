@@ -24,8 +24,8 @@ from ..fanout import MAX_RESPONSE_BYTES, ByteBudget, FanOut, Relayed, UnitFailur
 from ..limits import Limits
 from ..store.database import Database
 from ..tasks import Accepted
-from .relayed import UNIT_FAILED, unit_error
 from .names import BROADCAST
+from .relayed import UNIT_FAILED, unit_error
 from .routing import Reply, route
 from .targets import cluster_targets, worker_targets
 

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from ..errors import ApiError
+from ..threads import OwnedThreadPool
 from .migrations import migrate
 
 T = TypeVar("T")
@@ -83,9 +84,9 @@ class Database(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._pool = ThreadPool(1, 1, name="pioreactor-sqlite")
+        self._pool = OwnedThreadPool(self._reactor, 1, 1, "pioreactor-sqlite")
         self._pool.start()
-        self._read_pool = ThreadPool(1, self._readers, name="pioreactor-sqlite-read")
+        self._read_pool = OwnedThreadPool(self._reactor, 1, self._readers, "pioreactor-sqlite-read")
         self._read_pool.start()
         self.opened = self._submit(self._open)
         self.opened.addErrback(self._open_failed)

@@ -9,7 +9,6 @@ from ..errors import ApiError, not_found
 from ..timestamps import parse_iso
 
 
-
 class Experiment(TypedDict):
     """An experiment as every experiment route answers it."""
 

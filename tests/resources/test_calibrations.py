@@ -22,7 +22,6 @@ from pioreactor_appliance.resources.routing import Router, route_table
 from ..helpers import request, response_of
 from ..test_calibrations import PUMP
 
-
 STIRRING = """\
 calibration_type: simple_stirring
 calibration_name: stir-1

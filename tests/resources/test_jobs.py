@@ -17,12 +17,11 @@ from pioreactor_appliance.hardware.hat import Hat
 from pioreactor_appliance.hardware.unit import model_of
 from pioreactor_appliance.jobs.base import Job
 from pioreactor_appliance.jobs.bioreactor import Bioreactor
+from pioreactor_appliance.jobs.pumps import AddMedia
 from pioreactor_appliance.jobs.unit_state import PersistentCache
 from pioreactor_appliance.resources.jobs import JobsApi
 from pioreactor_appliance.resources.routing import Router
 from pioreactor_appliance.tasks import TaskRegistry
-
-from pioreactor_appliance.jobs.pumps import AddMedia
 
 from ..helpers import request
 from ..jobs.toys import Counter, NeverStarts, toy_manager

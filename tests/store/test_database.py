@@ -10,7 +10,13 @@ from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.errors import ApiError
 from pioreactor_appliance.store.database import Database
-from pioreactor_appliance.store.migrations import LATEST, MIGRATIONS, SchemaTooNew, migrate, schema_version
+from pioreactor_appliance.store.migrations import (
+    LATEST,
+    MIGRATIONS,
+    SchemaTooNew,
+    migrate,
+    schema_version,
+)
 
 from ..helpers import start_database
 
