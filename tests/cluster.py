@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -99,6 +100,7 @@ class ClusterTestCase(TestCase):
             f"{unit}=127.0.0.1:{port}\n" for unit, port in self.ports.items()
         )
         self.services = {}
+        no_pigpiod = self._refusing_port()
         fanout = SIMULATED_FANOUT if simulated else QUICK_FANOUT
         for unit, port in self.ports.items():
             data_dir = Path(self.mktemp())
@@ -110,7 +112,7 @@ class ClusterTestCase(TestCase):
             for name, text in (files or {}).items():
                 (data_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 (data_dir / name).write_text(text)
-            pigpio = ("127.0.0.1", 8888)
+            pigpio = ("127.0.0.1", no_pigpiod)
             if simulated:
                 pigpio = ("127.0.0.1", await self._simulator(seed=len(self.services)))
                 install_pump_calibrations(data_dir, unit)
@@ -141,6 +143,16 @@ class ClusterTestCase(TestCase):
                 json={"pioreactor_unit": unit},
                 expect=201,
             )
+
+    def _refusing_port(self) -> int:
+        """A loopback port bound but not listening until the test ends: connecting to it is refused at once.
+
+        Units without a simulator dial it rather than pigpiod's 8888, where the machine running the
+        tests might have anything listening."""
+        reserved = socket.socket()
+        reserved.bind(("127.0.0.1", 0))
+        self.addCleanup(reserved.close)
+        return reserved.getsockname()[1]
 
     async def _hardware_connected(self) -> None:
         """Wait until every unit has reached its simulator: a job started before that fails (pigpiod unavailable)."""

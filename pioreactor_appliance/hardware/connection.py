@@ -12,6 +12,7 @@ state, since pigpiod keeps driving pins across a lost client.
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -184,11 +185,28 @@ def _discard(pi: Any) -> None:
         PigpioConnection.log.info("Closing the lost pigpio client: {why}", why=e)
 
 
-def _open_pigpio(host: str, port: int) -> Any:
-    # pigpio connects with no timeout; probe first so an unreachable host fails in seconds, not minutes.
-    socket.create_connection((host, port), timeout=CALL_TIMEOUT_SECONDS).close()
+def _open_pigpio(host: str, port: int, timeout: float = CALL_TIMEOUT_SECONDS) -> Any:
+    # pigpio connects and waits for its first answers with no timeout, so a host that does not
+    # answer, or anything on the port that accepts and never replies, would hold the hardware
+    # thread forever (and the appliance's stop with it). One command answered in time first.
+    _probe(host, port, timeout)
     pi = pigpio.pi(host, port, show_errors=False)
     if not pi.connected:
         raise ConnectionRefusedError(f"no pigpiod answers at {host}:{port}")
     pi.sl.s.settimeout(CALL_TIMEOUT_SECONDS)  # a daemon that stops answering is a lost connection, not a hung thread
     return pi
+
+
+_PI_CMD_TICK = 16  # pigpiod's socket protocol: 16-byte request and answer
+
+
+def _probe(host: str, port: int, timeout: float) -> None:
+    """Ask pigpiod for its tick; raises ``OSError`` (``TimeoutError`` included) unless it answers."""
+    with socket.create_connection((host, port), timeout=timeout) as probe:
+        probe.sendall(struct.pack("IIII", _PI_CMD_TICK, 0, 0, 0))
+        answer = b""
+        while len(answer) < 16:
+            chunk = probe.recv(16 - len(answer))
+            if not chunk:
+                raise ConnectionResetError(f"{host}:{port} closed the connection without answering as pigpiod")
+            answer += chunk

@@ -8,13 +8,19 @@ from typing import Any
 import pigpio
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from pioreactor_appliance.hardware.connection import (
     HardwareUnavailable,
     PigpioConnection,
+    _open_pigpio,
 )
+from pioreactor_appliance.hardware.sim.model import build_pioreactor
+from pioreactor_appliance.hardware.sim.server import PigpioFactory
 
 from .fakes import FakePi
 
@@ -140,3 +146,44 @@ class ConnectionTests(TestCase):
         self.assertEqual(len(dialer.made), 2)
         self.assertTrue(dialer.made[0].stopped)
         self.assertEqual(dialer.made[1].calls[0], ("duty", 18, 0))
+
+
+class OpenTests(TestCase):
+    """The real opening path, against sockets: it gives up in time instead of holding the hardware thread."""
+
+    async def listen(self, factory: Factory) -> int:
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    async def test_a_port_that_accepts_and_never_answers_times_out(self) -> None:
+        accepted: list[Protocol] = []
+
+        class Silent(Protocol):
+            def connectionMade(self) -> None:
+                accepted.append(self)
+
+        self.addCleanup(lambda: [p.transport.abortConnection() for p in accepted])
+        port = await self.listen(Factory.forProtocol(Silent))
+        with self.assertRaises(TimeoutError):
+            await deferToThread(_open_pigpio, "127.0.0.1", port, 0.3)
+        self.assertEqual(len(accepted), 1, "one probe, and pigpio's own connect never tried")
+
+    async def test_a_port_that_hangs_up_is_refused(self) -> None:
+        class HangsUp(Protocol):
+            def dataReceived(self, data: bytes) -> None:
+                self.transport.loseConnection()
+
+        port = await self.listen(Factory.forProtocol(HangsUp))
+        with self.assertRaises(ConnectionResetError):
+            await deferToThread(_open_pigpio, "127.0.0.1", port, 5.0)
+
+    async def test_the_simulated_pigpiod_is_opened(self) -> None:
+        daemon, _model = build_pioreactor(reactor, seed=0)
+        port = await self.listen(PigpioFactory(daemon))
+        pi = await deferToThread(_open_pigpio, "127.0.0.1", port, 5.0)
+        try:
+            self.assertTrue(pi.connected)
+            self.assertIsInstance(await deferToThread(pi.get_current_tick), int)
+        finally:
+            await deferToThread(pi.stop)
