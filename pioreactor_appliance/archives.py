@@ -122,10 +122,11 @@ def _remove(paths: list[Path]) -> None:
 
 
 def nest(archives: dict[str, bytes], inner_name: str, extra: dict[str, str] | None = None) -> bytes:
-    """An archive of archives: each ``{unit: zip}`` stored as it came under ``<unit>/<inner_name>``.
+    """Each ``{unit: bytes}`` stored as it came under ``<unit>/<inner_name>``: units' zips, or their files.
 
-    Stored, not deflated again (zips do not shrink), and each inner zip stays
-    exactly what that unit exported, so it can be imported back as it is.
+    Stored, not deflated again (zips do not shrink, config files are small), and
+    each inner zip stays exactly what that unit exported, so it can be imported
+    back as it is.
     """
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:

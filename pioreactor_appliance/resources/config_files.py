@@ -12,6 +12,7 @@ entry, never as a failed or hanging request (docs/api-deviations.md).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -23,9 +24,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThread
 from twisted.web.iweb import IRequest
 
+from .. import archives
 from ..config import SHARED_NAME, UNIT_NAME, ConfigError, write_checked
 from ..errors import ApiError
-from ..fanout import FanOut
+from ..fanout import FanOut, UnitFailure
 from ..store.config_histories import ConfigVersion, add_version, versions
 from ..store.database import Database
 from ..store.workers import cluster_units
@@ -345,6 +347,42 @@ class ConfigFilesApi:
         _no_broadcast(unit)
         await self._db.read(cluster_targets, unit, self._leader)
         return await self._save_specific(unit, body.code.replace("\u2013", "-").replace("\u2014", "-"))
+
+    @route(app, "/api/config/zipped", ["GET"], returns=str, media=("application/zip",), expensive=True)
+    async def zipped(self, request: IRequest) -> Reply:
+        """configuration_inis.zip: config.ini, each unit's <unit>/unit_config.ini, and metadata.json.
+
+        A unit that does not answer is left out and named in ``omitted_units`` (with why), so one
+        worker that is off never costs the download of the others.
+        """
+        units = await self._db.read(cluster_targets, BROADCAST, self._leader)
+        shared = await self._read_file(ConfigFile(SHARED_NAME, None))
+        texts: dict[str, bytes] = {}
+        omitted: dict[str, dict[str, Any]] = {}
+        workers = [u for u in units if u != self._leader]
+        envelopes = await self._fanout.request("GET", workers, "/unit_api/config/specific") if workers else {}
+        for unit, envelope in envelopes.items():
+            if envelope["ok"] and isinstance(envelope["value"], str):
+                texts[unit] = envelope["value"].encode("utf-8")
+            else:
+                omitted[unit] = envelope if not envelope["ok"] else UnitFailure("invalid_response", f"{unit} did not answer with text.").envelope(unit)
+        if self._leader in units:
+            texts[self._leader] = ((await deferToThread(_read_text, _confined(self._data_dir, UNIT_NAME))) or "").encode("utf-8")
+        included = [SHARED_NAME, *(f"{unit}/{UNIT_NAME}" for unit in sorted(texts))]
+        metadata = {
+            "metadata_version": 1,
+            "downloaded_at_utc": iso_utc(self._clock.seconds()),
+            "included_config_files": included,
+            "omitted_units": sorted(omitted),
+            "omitted_because": {unit: envelope["error"] for unit, envelope in sorted(omitted.items())},
+        }
+        extra = {SHARED_NAME: shared, "metadata.json": json.dumps(metadata, indent=2)}
+        data = await deferToThread(archives.nest, texts, UNIT_NAME, extra)
+        return Reply(
+            data,
+            content_type=b"application/zip",
+            headers={b"content-disposition": b'attachment; filename="configuration_inis.zip"', b"cache-control": b"no-store"},
+        )
 
     @route(app, "/api/config/units/<unit>/specific/history", ["GET"], returns=list[ConfigVersion])
     async def unit_specific_history(self, request: IRequest, unit: str) -> list[ConfigVersion]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +248,34 @@ class ConfigSyncClusterTests(ClusterTestCase):
         # The worker's own check is relayed: this one passes the leader's (it parses) and fails the worker's.
         error = await self.call("PATCH", "pio1", "/unit_api/config/shared", expect=400, json={"code": "[x]\n"})
         self.assertIn("leader_address", error["cause"])
+
+    async def test_every_units_config_zipped_with_a_dead_unit_omitted(self) -> None:
+        await self.start_cluster(["pio1", "pio2"])
+        pio1 = "[stirring.config]\ninitial_target_rpm=333\n"
+        leaders = "[od_reading.config]\nsamples_per_second=0.3\n"
+        await self.call("PATCH", "leader", "/api/config/units/pio1/specific", expect=200, json={"code": pio1})
+        await self.call("PATCH", "leader", "/api/config/units/leader/specific", expect=200, json={"code": leaders})
+        await self.kill("pio2")
+
+        response = await self.http.get(self.url("leader", "/api/config/zipped"))
+        body = await response.content()
+        self.assertEqual(response.code, 200, body[:500])
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/zip"])
+        self.assertEqual(response.headers.getRawHeaders(b"content-disposition"), [b'attachment; filename="configuration_inis.zip"'])
+        leader_dir = self.services["leader"].getServiceNamed("jobs")._data_dir
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            names = sorted(archive.namelist())
+            files = {name: archive.read(name).decode() for name in names}
+        self.assertEqual(names, ["config.ini", "leader/unit_config.ini", "metadata.json", "pio1/unit_config.ini"])
+        self.assertEqual(files["config.ini"], (leader_dir / "config.ini").read_text())
+        self.assertEqual((files["pio1/unit_config.ini"], files["leader/unit_config.ini"]), (pio1, leaders))
+        metadata = json.loads(files["metadata.json"])
+        self.assertEqual(metadata["metadata_version"], 1)
+        self.assertEqual(metadata["included_config_files"], ["config.ini", "leader/unit_config.ini", "pio1/unit_config.ini"])
+        self.assertEqual(metadata["omitted_units"], ["pio2"])
+        self.assertEqual(metadata["omitted_because"]["pio2"]["kind"], "connection_error")
+        self.assertRegex(metadata["downloaded_at_utc"], r"^\d{4}-\d\d-\d\dT")
+
+        # Only GET: anything else is the JSON 405 every route gives.
+        error = await self.call("POST", "leader", "/api/config/zipped", expect=405)
+        self.assertEqual((error["error"], error["remediation"]), ("Method not allowed.", "Use one of: GET, HEAD."))
