@@ -59,6 +59,14 @@ def _number(minimum: float | None = None) -> Check:
     return check
 
 
+def duty_problem(value: Any) -> str | None:
+    """A pump's ``dc``: the PWM duty cycle (percent) it was calibrated at, and is run at."""
+    problem = _number(0)(value)
+    if problem is None and not 0 < value <= 100:
+        return "must be a duty cycle in percent, more than 0 and at most 100"
+    return problem
+
+
 def _one_of(choices: tuple[str, ...]) -> Check:
     def check(value: Any) -> str | None:
         return None if str(value) in choices else f"must be one of {', '.join(choices)}"
@@ -84,7 +92,7 @@ _OD_FIELDS: dict[str, Check] = {
 OD_DEVICES = ("od45", "od90", "od135", "od")
 CALIBRATION_TYPES: dict[str, CalibrationType] = {
     "simple_peristaltic_pump": CalibrationType(
-        {"hz": _number(0), "dc": _number(0), "voltage": _number()},
+        {"hz": _number(0), "dc": duty_problem, "voltage": _number()},
         "Duration",
         "Volume",
         PUMP_DEVICES,

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from zope.interface import provider
 
+from ..calibration_files import duty_problem
 from ..calibrations import Calibration, CalibrationError, active_calibration
 from ..hardware.outputs import Pump
 from ..hardware.unit import model_of
@@ -65,6 +66,11 @@ class Flow:
     def adds(self) -> bool:
         return self.event != "remove_waste"
 
+    @property
+    def duty_percent(self) -> float:
+        """The duty cycle the pump was calibrated at (its ``dc``): the volumes hold only at that duty."""
+        return calibrated_duty(self.calibration)
+
     def ml_for(self, seconds: float) -> float:
         if seconds <= 0:
             return 0.0
@@ -76,6 +82,13 @@ class Flow:
         running = now - self.run_started if self.run_started is not None else 0.0
         moved = self.ml_for(self.ran_seconds + running)
         return moved if self.planned_ml is None else min(moved, self.planned_ml)
+
+
+def calibrated_duty(calibration: Calibration | None) -> float:
+    """``dc`` of a pump calibration (checked by ``PumpAction.calibration_of``); 100 % as in the reference without one."""
+    if calibration is None:
+        return 100.0
+    return float(calibration.fields.get("dc", 100.0))
 
 
 def seconds_for(calibration: Calibration, ml: float) -> float:
@@ -142,11 +155,18 @@ class PumpAction(Action):
     async def calibration_of(self, pump: str) -> Calibration | None:
         device = calibration_device(pump)
         try:
-            return await active_calibration(
+            calibration = await active_calibration(
                 self.context.data_dir, self.context.unit_state.cache, device
             )
         except CalibrationError as e:
             raise JobFailed(f"{self.job_name}: {e}") from None
+        problem = duty_problem(calibration.fields.get("dc", 100.0)) if calibration else None
+        if problem:
+            raise JobFailed(
+                f"{self.job_name}: the active {device} calibration {calibration.calibration_name!r} has dc "
+                f"{calibration.fields['dc']!r}, which {problem}; recalibrate the pump or activate another calibration"
+            )
+        return calibration
 
     def flow(
         self,
@@ -201,7 +221,7 @@ class PumpAction(Action):
             self._finish(flow)
             return
         run, pause = step
-        flow.pump.run_for(run).addErrback(self.crash)
+        flow.pump.run_for(run, flow.duty_percent).addErrback(self.crash)
         flow.run_started = self.clock.seconds()
         flow.timer = self.later(run, self._run_ended, flow, plan, pause)
 

@@ -36,13 +36,17 @@ EVENTS = "pioreactor/pio1/exp1/dosing_events"
 BIOREACTOR = "pioreactor/pio1/exp1/bioreactor"
 
 
-async def calibrate(unit: SimulatedUnit, *devices: str) -> None:
-    """Install and activate the simulator-matching calibration of each pump device."""
+async def calibrate(unit: SimulatedUnit, *devices: str, dc: str | None = None) -> None:
+    """Install and activate the simulator-matching calibration of each pump device (made at ``dc``, if given)."""
     for device in devices:
         name = calibration_name(device)
         path = calibration_path(unit.data_dir, device, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(pump_calibration_yaml(device, "pio1"))
+        text = pump_calibration_yaml(device, "pio1")
+        if dc is not None:
+            text = text.replace("dc: 100.0\n", f"dc: {dc}\n")
+            assert f"dc: {dc}\n" in text
+        path.write_text(text)
         await unit.manager.unit_state.cache.set(ACTIVE_NAMESPACE, device, name)
 
 
@@ -110,6 +114,25 @@ class PumpTests(TestCase):
         self.assertEqual(
             unit.broker.value(f"{BIOREACTOR}/cumulative_media_added_ml"), b"2.0"
         )
+        self.assertEqual(unit.hardware.pumps["media"].duty, 0)
+
+    async def test_the_pump_runs_at_the_duty_cycle_it_was_calibrated_at(self) -> None:
+        unit = await self.unit()
+        await calibrate(unit, "media_pump", dc="60.0")
+        job = await unit.manager.run(RunRequest("add_media", "exp1", options={"ml": 2.0}))
+        await unit.advance(0.5, step=0.1)
+        self.assertEqual(unit.hardware.pumps["media"].duty, 60)
+        await unit.advance(3.0, step=0.1)
+        self.assertTrue(job.stopped)
+        self.assertEqual(unit.hardware.pumps["media"].duty, 0)
+
+    async def test_a_calibration_whose_duty_cycle_is_not_one_is_refused(self) -> None:
+        unit = await self.unit()
+        await calibrate(unit, "media_pump", dc="150.0")
+        with self.assertRaises(JobFailed) as caught:
+            await unit.manager.run(RunRequest("add_media", "exp1", options={"ml": 2.0}))
+        self.assertIn("has dc 150.0, which must be a duty cycle in percent", str(caught.exception))
+        self.assertIn("recalibrate the pump", str(caught.exception))
         self.assertEqual(unit.hardware.pumps["media"].duty, 0)
 
     async def test_an_early_stop_halts_the_pump_and_publishes_what_really_moved(

@@ -185,6 +185,8 @@ class CreateTests(CalibrationsApiTestCase):
             pump(calibration_type=""): "missing field calibration_type",
             pump(calibration_type="telepathy"): "unknown calibration_type",
             pump(dc="-5"): "dc must be >= 0",
+            pump(dc="0"): "dc must be a duty cycle in percent, more than 0 and at most 100",
+            pump(dc="150"): "dc must be a duty cycle in percent, more than 0 and at most 100",
             pump(hz="fast"): "hz must be a number",
             pump(created_at="2026-01-05 12:00:00"): "timezone",
             pump(created_at=""): "created_at",
