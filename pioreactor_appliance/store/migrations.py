@@ -26,6 +26,7 @@ MIGRATIONS: tuple[str, ...] = (
     _script("schema.sql"),
     _script("step2_read_indexes.sql"),
     _script("step3_time_series_changes.sql"),
+    _script("step4_unit_activity.sql"),
 )
 
 LATEST = len(MIGRATIONS)
