@@ -42,6 +42,7 @@ from .jobs.context import LeaderServices
 from .jobs.manager import Connector, JobManager
 from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
+from .mdns import Discovery
 from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
 from .resources.backups import BackupsApi
@@ -368,7 +369,7 @@ def build_service(settings: Settings, reactor: Any, environ: Mapping[str, str] =
         leader_cache = LeaderCache(reactor, config.get_float("appliance", "leader_cache_seconds"))
         families += [
             ExperimentsApi(db, reactor, tasks, fanout, settings.unit),
-            WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, addresses=config.section("cluster.addresses")),
+            WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, Discovery.from_config(reactor, config), addresses=config.section("cluster.addresses")),
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
             ClusterSystemApi(

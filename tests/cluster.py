@@ -34,6 +34,9 @@ QUICK_FANOUT = (
 # test processes): a 1 s fan-out then fails the run with task_timeout. Their units all run, so a longer
 # limit costs nothing.
 SIMULATED_FANOUT = "fanout_timeout_seconds=5.0\nfanout_post_timeout_seconds=10.0\n"
+# mDNS browses (GET /api/workers/discover) go to a loopback UDP port nobody answers, never to the
+# machine's network, and end quickly; a test with its own [cluster.discovery] keeps it.
+QUICK_DISCOVERY = "[cluster.discovery]\nmdns_address=127.0.0.1:{port}\nseconds=0.2\n"
 # No per-client budget for expensive routes: tests that call many of them in a minute.
 UNLIMITED = "[limits]\nexpensive_per_minute=1000000\nexpensive_burst=1000000\n"
 # Never the Pi's reboot or update, or a real pip, on the machine running the tests: each command is a no-op.
@@ -102,6 +105,8 @@ class ClusterTestCase(TestCase):
         self.services = {}
         no_pigpiod = self._refusing_port()
         fanout = SIMULATED_FANOUT if simulated else QUICK_FANOUT
+        if "[cluster.discovery]" not in config:
+            config = f"{config}\n{QUICK_DISCOVERY.format(port=self._silent_udp_port())}"
         for unit, port in self.ports.items():
             data_dir = Path(self.mktemp())
             data_dir.mkdir(parents=True)
@@ -150,6 +155,13 @@ class ClusterTestCase(TestCase):
         Units without a simulator dial it rather than pigpiod's 8888, where the machine running the
         tests might have anything listening."""
         reserved = socket.socket()
+        reserved.bind(("127.0.0.1", 0))
+        self.addCleanup(reserved.close)
+        return reserved.getsockname()[1]
+
+    def _silent_udp_port(self) -> int:
+        """A loopback UDP port bound and never read until the test ends: a datagram sent there gets no answer."""
+        reserved = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         reserved.bind(("127.0.0.1", 0))
         self.addCleanup(reserved.close)
         return reserved.getsockname()[1]

@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from ..errors import ApiError, not_found
+from ..mdns import Discovery, MdnsUnavailable
 from ..store import workers as store
 from ..store.database import Database
 from ..store.experiments import require_experiment
@@ -28,7 +29,7 @@ from ..tasks import Accepted, TaskRegistry
 from ..timestamps import iso_utc
 from .background import FanOutClient, Publisher, fan_out_logged, publish_logged
 from .caching import cache_for
-from .names import BROADCAST, UNIT_NAME_SCHEMA, valid_unit_name
+from .names import BROADCAST, UNIT_NAME_SCHEMA, unit_name_problem, valid_unit_name
 from .routing import Reply, route
 from .shapes import Success
 
@@ -151,9 +152,11 @@ class WorkersApi:
         fanout: FanOutClient,
         mqtt: Publisher,
         leader_hostname: str,
+        discovery: Discovery,
         addresses: Mapping[str, str] | None = None,
     ) -> None:
         """``addresses`` is ``[cluster.addresses]``: it gives the ``ipv4_address`` of workers."""
+        self._discovery = discovery
         self._db = db
         self._clock = clock
         self._tasks = tasks
@@ -186,6 +189,21 @@ class WorkersApi:
         """Register a worker (201); for a known one, update its model and keep its assignment (200)."""
         created = await self._db.run(store.add_worker, body.pioreactor_unit, body.model_name, body.model_version, self._now())
         return Reply({"status": "success"}, 201 if created else 200)
+
+    @route(app, "/api/workers/discover", ["GET"], returns=list[Unit], expensive=True)
+    async def discover(self, request: IRequest) -> Any:
+        """Workers that answer an mDNS browse and are not registered yet; 503 when mDNS cannot be sent here."""
+        try:
+            found = await self._discovery.scan()
+        except MdnsUnavailable as e:
+            raise ApiError(
+                503,
+                "Cannot look for workers by mDNS.",
+                cause=str(e),
+                remediation="Add the worker by name or IPv4 address instead (POST /api/workers/setup), or fix the leader's multicast route.",
+            ) from None
+        registered = set(await self._db.read(store.worker_names))
+        return [{"pioreactor_unit": name} for name in sorted(found - registered) if unit_name_problem(name) is None]
 
     @route(app, "/api/workers/<unit>", ["GET"], returns=store.Worker)
     async def get_worker(self, request: IRequest, unit: str) -> Any:
