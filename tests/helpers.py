@@ -16,6 +16,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pioreactor_appliance import tap
+from pioreactor_appliance.fanout import UnitAddresses
 from pioreactor_appliance.mdns import Discovery
 from pioreactor_appliance.resources.catalog import CatalogApi
 from pioreactor_appliance.resources.experiments import ExperimentsApi
@@ -101,7 +102,7 @@ class LeaderApiTestCase(TestCase):
         self.discovery = Discovery(reactor, reactor, unused_udp_address(self), 0.05)
         families = [
             ExperimentsApi(self.db, self.clock, self.tasks, self.fanout, "leader"),
-            WorkersApi(self.db, self.clock, self.tasks, self.fanout, self.mqtt, "leader", self.discovery, addresses={"pio1": "10.0.0.21", "pio2": "pio2.lan"}),
+            WorkersApi(self.db, self.clock, self.tasks, self.fanout, self.mqtt, "leader", self.discovery, addresses=UnitAddresses({"pio1": "10.0.0.21", "pio2": "pio2.lan"}, 80)),
             CatalogApi(self.db),
             *self.more_families(),
         ]

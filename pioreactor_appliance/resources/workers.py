@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
-from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from attrs import define, field
@@ -21,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from ..errors import ApiError, not_found
+from ..fanout import UnitAddresses
 from ..mdns import Discovery, MdnsUnavailable
 from ..store import workers as store
 from ..store.database import Database
@@ -153,9 +153,9 @@ class WorkersApi:
         mqtt: Publisher,
         leader_hostname: str,
         discovery: Discovery,
-        addresses: Mapping[str, str] | None = None,
+        addresses: UnitAddresses,
     ) -> None:
-        """``addresses`` is ``[cluster.addresses]``: it gives the ``ipv4_address`` of workers."""
+        """``addresses`` is the fan-out's (``[cluster.addresses]``): it gives the ``ipv4_address`` of workers."""
         self._discovery = discovery
         self._db = db
         self._clock = clock
@@ -163,7 +163,7 @@ class WorkersApi:
         self._fanout = fanout
         self._mqtt = mqtt
         self._leader = leader_hostname
-        self._addresses = dict(addresses or {})
+        self._addresses = addresses
 
     def _now(self) -> str:
         return iso_utc(self._clock.seconds())
@@ -182,7 +182,7 @@ class WorkersApi:
     async def list_workers(self, request: IRequest) -> Any:
         """Every worker, active or not, with its IPv4 address when the config gives one."""
         workers = await self._db.read(store.all_workers)
-        return [{**w, "ipv4_address": ipv4_or_none(self._addresses.get(w["pioreactor_unit"]))} for w in workers]
+        return [{**w, "ipv4_address": ipv4_or_none(self._addresses.addresses.get(w["pioreactor_unit"]))} for w in workers]
 
     @route(app, "/api/workers", ["PUT"], body=NewWorker, returns={201: Success, 200: Success}, status=201)
     async def add_worker(self, request: IRequest, body: NewWorker) -> Reply:
