@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -151,6 +152,26 @@ class Config:
 def write_checked(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically, once the written file parses (blocking)."""
     write_atomically(path, text, check=lambda written: parse_text(written.read_text(encoding="utf-8"), path.name))
+
+
+def with_setting(text: str, section: str, key: str, value: str) -> str:
+    """An ini file's ``text`` with ``key=value`` in ``[section]``; its comments and every other line kept."""
+    lines = text.splitlines(keepends=True)
+    header = next((i for i, line in enumerate(lines) if line.strip() == f"[{section}]"), None)
+    if header is None:
+        separator = "\n" if text and not text.endswith("\n") else ""
+        return f"{text}{separator}[{section}]\n{key}={value}\n"
+    end = next((i for i in range(header + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+    setting = f"{key}={value}\n"
+    own = re.compile(rf"\s*{re.escape(key)}\s*[=:]")
+    for i in range(header + 1, end):
+        if own.match(lines[i]):
+            lines[i] = setting
+            return "".join(lines)
+    if not lines[header].endswith("\n"):
+        lines[header] += "\n"
+    lines.insert(header + 1, setting)
+    return "".join(lines)
 
 
 def check_shared(parser: configparser.ConfigParser) -> None:

@@ -68,9 +68,13 @@ class Relayed:
     body: bytes
 
 
-@frozen
+@define
 class UnitAddresses:
-    """Where each unit's ``/unit_api`` lives: ``[cluster.addresses]``, else ``<unit>.local``, on ``[ui] port``."""
+    """Where each unit's ``/unit_api`` lives: ``[cluster.addresses]``, else ``<unit>.local``, on ``[ui] port``.
+
+    The leader's one copy: the fan-out and ``GET /api/workers`` read it, and adding a worker
+    with an address updates it at once (``remember``).
+    """
 
     addresses: dict[str, str]
     default_port: int
@@ -80,8 +84,17 @@ class UnitAddresses:
         entries = {unit: value for unit, value in config.section("cluster.addresses").items() if value}
         return cls(entries, config.get_int("ui", "port"))
 
+    def address(self, unit: str) -> str:
+        return self.addresses.get(unit) or f"{unit}.local"
+
+    def remember(self, unit: str, address: str) -> None:
+        self.addresses[unit] = address
+
     def base_url(self, unit: str) -> str:
-        host = self.addresses.get(unit) or f"{unit}.local"
+        return self.url_of(self.address(unit))
+
+    def url_of(self, host: str) -> str:
+        """The ``/unit_api`` base URL at ``host`` (``host:port`` keeps its port)."""
         has_port = host.rsplit("]", 1)[-1].count(":") == 1
         return f"http://{host}" if has_port else f"http://{host}:{self.default_port}"
 
@@ -166,6 +179,14 @@ class FanOut(Service):
             timeout = self._timeout if method in ("GET", "HEAD") else self._post_timeout
         return self._track(Deferred.fromCoroutine(self._fan(units, lambda unit: self._one(method, unit, path, json), timeout)))
 
+    def request_at(self, unit: str, address: str, path: str, *, timeout: float) -> Deferred[dict[str, Any]]:
+        """GET ``path`` from ``unit`` at ``address`` rather than its known one (a worker being added); its envelope."""
+
+        def one(unit: str) -> Coroutine[Any, Any, dict[str, Any]]:
+            return self._one("GET", unit, path, None, address=address)
+
+        return self._track(Deferred.fromCoroutine(self._fan([unit], one, timeout))).addCallback(lambda envelopes: envelopes[unit])
+
     def post_bytes(
         self, units: Sequence[str], path: str, body: bytes, content_type: bytes, *, timeout: float
     ) -> Deferred[dict[str, dict[str, Any]]]:
@@ -243,7 +264,15 @@ class FanOut(Service):
         ).envelope(unit)
 
     def _send(
-        self, method: str, unit: str, path: str, json_body: Any = None, *, data: bytes = b"", content_type: bytes = b""
+        self,
+        method: str,
+        unit: str,
+        path: str,
+        json_body: Any = None,
+        *,
+        data: bytes = b"",
+        content_type: bytes = b"",
+        address: str | None = None,
     ) -> Deferred[Any]:
         """One request to one unit, its body serialised here so that the signature covers those bytes."""
         if json_body is not None:
@@ -251,12 +280,21 @@ class FanOut(Service):
         headers: dict[bytes, list[bytes]] = {b"content-type": [content_type]} if content_type else {}
         if self._signer is not None:
             headers.update(self._signer.headers(method, path, data))
-        return self._http.request(method, self.addresses.base_url(unit) + path, data=data or None, headers=headers)
+        base = self.addresses.base_url(unit) if address is None else self.addresses.url_of(address)
+        return self._http.request(method, base + path, data=data or None, headers=headers)
 
     async def _one(
-        self, method: str, unit: str, path: str, json_body: Any, *, data: bytes = b"", content_type: bytes = b""
+        self,
+        method: str,
+        unit: str,
+        path: str,
+        json_body: Any,
+        *,
+        data: bytes = b"",
+        content_type: bytes = b"",
+        address: str | None = None,
     ) -> dict[str, Any]:
-        response = await self._send(method, unit, path, json_body, data=data, content_type=content_type)
+        response = await self._send(method, unit, path, json_body, data=data, content_type=content_type, address=address)
         code, body = response.code, await _read_json(response)
         if code == 202 and isinstance(body, dict) and "result_url_path" in body and "task_id" in body:
             path = body["result_url_path"]

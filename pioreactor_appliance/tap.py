@@ -42,6 +42,7 @@ from .jobs.context import LeaderServices
 from .jobs.manager import Connector, JobManager
 from .jobs.registry import Registry
 from .jobs.unit_state import PersistentCache, UnitState
+from .mdns import Discovery
 from .mqtt import MqttClient, Will, parse_hostport
 from .resources.api_documents import api_documents
 from .resources.backups import BackupsApi
@@ -70,6 +71,7 @@ from .resources.unit_jobs import UnitJobsApi
 from .resources.unit_plugins import UnitPluginsApi
 from .resources.units import UnitsApi
 from .resources.worker_calibrations import WorkerCalibrationsApi
+from .resources.worker_setup import WorkerSetupApi
 from .resources.workers import WorkersApi
 from .security.policy import PolicyError, build_policy
 from .security.signing import Signer
@@ -368,7 +370,7 @@ def build_service(settings: Settings, reactor: Any, environ: Mapping[str, str] =
         leader_cache = LeaderCache(reactor, config.get_float("appliance", "leader_cache_seconds"))
         families += [
             ExperimentsApi(db, reactor, tasks, fanout, settings.unit),
-            WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, addresses=config.section("cluster.addresses")),
+            WorkersApi(db, reactor, tasks, fanout, mqtt, settings.unit, Discovery.from_config(reactor, config), addresses=fanout.addresses),
             CatalogApi(db),
             UnitsApi(db, tasks, fanout, settings.unit),
             ClusterSystemApi(
@@ -390,6 +392,9 @@ def build_service(settings: Settings, reactor: Any, environ: Mapping[str, str] =
             ),
             UnitJobsApi(db, tasks, fanout, mqtt, reactor, descriptors, settings.unit),
             ConfigFilesApi(db, fanout, reactor, settings.data_dir, settings.unit, config_writing, leader_cache),
+            WorkerSetupApi(
+                db, fanout, reactor, settings.data_dir, config_writing, config.get_float("appliance", "worker_setup_step_seconds")
+            ),
             WorkerCalibrationsApi(db, tasks, fanout, leader_cache),
             UnitPluginsApi(
                 db, tasks, fanout, leader_cache, settings.data_dir, settings.unit, PluginSettings.from_config(config).timeout

@@ -17,7 +17,6 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from pioreactor_appliance.config import Config
-from pioreactor_appliance.fanout import UnitAddresses
 from pioreactor_appliance.hardware.sim.calibrations import install_pump_calibrations
 from pioreactor_appliance.hardware.sim.model import build_pioreactor
 from pioreactor_appliance.hardware.sim.server import PigpioFactory
@@ -28,12 +27,15 @@ from .mosquitto import free_port, start_mosquitto
 # Fan-outs to units that are not running give up within a second.
 QUICK_FANOUT = (
     "fanout_timeout_seconds=1.0\nfanout_post_timeout_seconds=1.0\n"
-    "fanout_archive_timeout_seconds=1.0\nfanout_import_timeout_seconds=1.0\n"
+    "fanout_archive_timeout_seconds=1.0\nfanout_import_timeout_seconds=1.0\nworker_setup_step_seconds=1.0\n"
 )
 # Simulated units start real jobs, which can take over a second on a loaded 2-core machine (CI, parallel
 # test processes): a 1 s fan-out then fails the run with task_timeout. Their units all run, so a longer
 # limit costs nothing.
-SIMULATED_FANOUT = "fanout_timeout_seconds=5.0\nfanout_post_timeout_seconds=10.0\n"
+SIMULATED_FANOUT = "fanout_timeout_seconds=5.0\nfanout_post_timeout_seconds=10.0\nworker_setup_step_seconds=5.0\n"
+# mDNS browses (GET /api/workers/discover) go to a loopback UDP port nobody answers, never to the
+# machine's network, and end quickly; a test with its own [cluster.discovery] keeps it.
+QUICK_DISCOVERY = "[cluster.discovery]\nmdns_address=127.0.0.1:{port}\nseconds=0.2\n"
 # No per-client budget for expensive routes: tests that call many of them in a minute.
 UNLIMITED = "[limits]\nexpensive_per_minute=1000000\nexpensive_burst=1000000\n"
 # Never the Pi's reboot or update, or a real pip, on the machine running the tests: each command is a no-op.
@@ -100,11 +102,15 @@ class ClusterTestCase(TestCase):
             f"{unit}=127.0.0.1:{port}\n" for unit, port in self.ports.items()
         )
         self.services = {}
+        self.data_dirs: dict[str, Path] = {}
         no_pigpiod = self._refusing_port()
         fanout = SIMULATED_FANOUT if simulated else QUICK_FANOUT
+        if "[cluster.discovery]" not in config:
+            config = f"{config}\n{QUICK_DISCOVERY.format(port=self._silent_udp_port())}"
         for unit, port in self.ports.items():
             data_dir = Path(self.mktemp())
             data_dir.mkdir(parents=True)
+            self.data_dirs[unit] = data_dir
             (data_dir / "config.ini").write_text(
                 f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
                 f"[cluster.addresses]\n{addresses}{HARMLESS_SYSTEM}[appliance]\n{fanout}{config}"
@@ -154,6 +160,13 @@ class ClusterTestCase(TestCase):
         self.addCleanup(reserved.close)
         return reserved.getsockname()[1]
 
+    def _silent_udp_port(self) -> int:
+        """A loopback UDP port bound and never read until the test ends: a datagram sent there gets no answer."""
+        reserved = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        reserved.bind(("127.0.0.1", 0))
+        self.addCleanup(reserved.close)
+        return reserved.getsockname()[1]
+
     async def _hardware_connected(self) -> None:
         """Wait until every unit has reached its simulator: a job started before that fails (pigpiod unavailable)."""
         for _ in range(500):
@@ -178,8 +191,9 @@ class ClusterTestCase(TestCase):
         await self.services[unit].stopService()
         await self.services["leader"].getServiceNamed("fanout")._pool.closeCachedConnections()
 
-    async def add_silent_worker(self, unit: str) -> None:
-        """Register ``unit`` as a worker whose address accepts connections and never answers a byte."""
+    async def add_silent_worker(self, unit: str) -> list[Protocol]:
+        """Register ``unit`` as a worker whose address accepts connections and never answers a byte;
+        the connections it holds (filled as they come)."""
         silent: list[Protocol] = []
 
         class Silent(Protocol):
@@ -190,9 +204,9 @@ class ClusterTestCase(TestCase):
         self.addCleanup(lambda: [p.transport.abortConnection() for p in silent if p.transport is not None])
         self.addCleanup(port.stopListening)
         fanout = self.services["leader"].getServiceNamed("fanout")
-        known = fanout.addresses
-        fanout.addresses = UnitAddresses({**known.addresses, unit: f"127.0.0.1:{port.getHost().port}"}, known.default_port)
+        fanout.addresses.remember(unit, f"127.0.0.1:{port.getHost().port}")
         await self.call("PUT", "leader", "/api/workers", json={"pioreactor_unit": unit}, expect=201)
+        return silent
 
     def url(self, unit: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[unit]}{path}"

@@ -7,6 +7,7 @@ would notice.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -21,3 +22,19 @@ def no_traceback(ctx: Any, response: Any, case: Any) -> None:
     found = TRACEBACK.search(response.content or b"")
     if found:
         raise AssertionError(f"The response body shows a Python traceback: {found.group().decode(errors='replace')!r}")
+
+
+@schemathesis.hook
+def map_body(context: Any, body: Any) -> Any:
+    """Worker setup connects to the ``ipv4_address`` it is given: keep a generated valid one on loopback,
+    so fuzzing never sends a packet off this machine (invalid ones are kept: they must be a 400)."""
+    if context.operation is None or context.operation.path != "/api/workers/setup" or not isinstance(body, dict):
+        return body
+    address = body.get("ipv4_address")
+    if isinstance(address, str):
+        try:
+            if not ipaddress.IPv4Address(address).is_loopback:
+                body = {**body, "ipv4_address": "127.0.0.1"}
+        except ValueError:
+            pass
+    return body

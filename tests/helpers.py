@@ -16,6 +16,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from pioreactor_appliance import tap
+from pioreactor_appliance.fanout import UnitAddresses
+from pioreactor_appliance.mdns import Discovery
 from pioreactor_appliance.resources.catalog import CatalogApi
 from pioreactor_appliance.resources.experiments import ExperimentsApi
 from pioreactor_appliance.resources.routing import Router
@@ -24,6 +26,7 @@ from pioreactor_appliance.store.database import Database
 from pioreactor_appliance.tasks import TaskRegistry
 
 from .fakes import FakeFanOut, FakeMqtt
+from .mdns_responder import unused_udp_address
 
 
 def build_unit(case: SynchronousTestCase, role: str) -> MultiService:
@@ -95,9 +98,11 @@ class LeaderApiTestCase(TestCase):
         self.tasks = TaskRegistry(self.clock, "leader", max_count=10, max_age=60)
         self.fanout = FakeFanOut()
         self.mqtt = FakeMqtt()
+        # A real browse over loopback, to a port that never answers unless a test points it at a fake responder.
+        self.discovery = Discovery(reactor, reactor, unused_udp_address(self), 0.05)
         families = [
             ExperimentsApi(self.db, self.clock, self.tasks, self.fanout, "leader"),
-            WorkersApi(self.db, self.clock, self.tasks, self.fanout, self.mqtt, "leader", addresses={"pio1": "10.0.0.21", "pio2": "pio2.lan"}),
+            WorkersApi(self.db, self.clock, self.tasks, self.fanout, self.mqtt, "leader", self.discovery, addresses=UnitAddresses({"pio1": "10.0.0.21", "pio2": "pio2.lan"}, 80)),
             CatalogApi(self.db),
             *self.more_families(),
         ]

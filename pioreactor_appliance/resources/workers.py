@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
-from collections.abc import Mapping
 from typing import Any, TypedDict
 
 from attrs import define, field
@@ -21,6 +20,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from ..errors import ApiError, not_found
+from ..fanout import UnitAddresses
+from ..mdns import Discovery, MdnsUnavailable
 from ..store import workers as store
 from ..store.database import Database
 from ..store.experiments import require_experiment
@@ -28,7 +29,7 @@ from ..tasks import Accepted, TaskRegistry
 from ..timestamps import iso_utc
 from .background import FanOutClient, Publisher, fan_out_logged, publish_logged
 from .caching import cache_for
-from .names import BROADCAST, UNIT_NAME_SCHEMA, valid_unit_name
+from .names import BROADCAST, UNIT_NAME_SCHEMA, unit_name_problem, valid_unit_name
 from .routing import Reply, route
 from .shapes import Success
 
@@ -151,16 +152,18 @@ class WorkersApi:
         fanout: FanOutClient,
         mqtt: Publisher,
         leader_hostname: str,
-        addresses: Mapping[str, str] | None = None,
+        discovery: Discovery,
+        addresses: UnitAddresses,
     ) -> None:
-        """``addresses`` is ``[cluster.addresses]``: it gives the ``ipv4_address`` of workers."""
+        """``addresses`` is the fan-out's (``[cluster.addresses]``): it gives the ``ipv4_address`` of workers."""
+        self._discovery = discovery
         self._db = db
         self._clock = clock
         self._tasks = tasks
         self._fanout = fanout
         self._mqtt = mqtt
         self._leader = leader_hostname
-        self._addresses = dict(addresses or {})
+        self._addresses = addresses
 
     def _now(self) -> str:
         return iso_utc(self._clock.seconds())
@@ -179,13 +182,28 @@ class WorkersApi:
     async def list_workers(self, request: IRequest) -> Any:
         """Every worker, active or not, with its IPv4 address when the config gives one."""
         workers = await self._db.read(store.all_workers)
-        return [{**w, "ipv4_address": ipv4_or_none(self._addresses.get(w["pioreactor_unit"]))} for w in workers]
+        return [{**w, "ipv4_address": ipv4_or_none(self._addresses.addresses.get(w["pioreactor_unit"]))} for w in workers]
 
     @route(app, "/api/workers", ["PUT"], body=NewWorker, returns={201: Success, 200: Success}, status=201)
     async def add_worker(self, request: IRequest, body: NewWorker) -> Reply:
         """Register a worker (201); for a known one, update its model and keep its assignment (200)."""
         created = await self._db.run(store.add_worker, body.pioreactor_unit, body.model_name, body.model_version, self._now())
         return Reply({"status": "success"}, 201 if created else 200)
+
+    @route(app, "/api/workers/discover", ["GET"], returns=list[Unit], expensive=True)
+    async def discover(self, request: IRequest) -> Any:
+        """Workers that answer an mDNS browse and are not registered yet; 503 when mDNS cannot be sent here."""
+        try:
+            found = await self._discovery.scan()
+        except MdnsUnavailable as e:
+            raise ApiError(
+                503,
+                "Cannot look for workers by mDNS.",
+                cause=str(e),
+                remediation="Add the worker by name or IPv4 address instead (POST /api/workers/setup), or fix the leader's multicast route.",
+            ) from None
+        registered = set(await self._db.read(store.worker_names))
+        return [{"pioreactor_unit": name} for name in sorted(found - registered) if unit_name_problem(name) is None]
 
     @route(app, "/api/workers/<unit>", ["GET"], returns=store.Worker)
     async def get_worker(self, request: IRequest, unit: str) -> Any:

@@ -4,6 +4,7 @@ import json
 from typing import Any
 
 from ..helpers import LeaderApiTestCase
+from ..mdns_responder import ptr, srv, start_responder
 
 ASSIGNMENT = "pioreactor/{}/$experiment/assignment"
 
@@ -228,3 +229,33 @@ class WorkerRoutesTests(LeaderApiTestCase):
         self.assertEqual(self.mqtt.published, [(ASSIGNMENT.format("pio2"), b"", 1, True)])
         self.assertEqual(self.fanout.calls[-1], ("POST", ["pio1", "pio2"], "/unit_api/jobs/stop/all", None))
         self.assertEqual([a["experiment"] for a in await self.call("GET", "/api/workers/assignments", expect=200)], [None, None])
+
+
+class DiscoverRouteTests(LeaderApiTestCase):
+    """GET /api/workers/discover over a real loopback UDP browse."""
+
+    async def setUp(self) -> None:
+        await self.start()
+
+    async def test_lists_unregistered_valid_workers_once_sorted(self) -> None:
+        _, self.discovery.address = start_responder(
+            self,
+            [
+                b"\x00garbage",
+                [ptr(b"pio07"), ptr(b"pio05"), ptr(b"pio01"), ptr(b"bad name"), ptr(b"localhost")],
+                ([ptr(b"pio05")], [srv(b"pio06")]),
+            ],
+        )
+        await self.call("PUT", "/api/workers", expect=201, json={"pioreactor_unit": "pio01"})
+        self.assertEqual(
+            await self.call("GET", "/api/workers/discover", expect=200),
+            [{"pioreactor_unit": u} for u in ("pio05", "pio06", "pio07")],
+        )
+
+    async def test_no_answer_is_an_empty_list(self) -> None:
+        self.assertEqual(await self.call("GET", "/api/workers/discover", expect=200), [])
+
+    async def test_a_query_that_cannot_be_sent_is_a_503_naming_the_fix(self) -> None:
+        self.discovery.address = ("255.255.255.255", 5353)  # broadcast without SO_BROADCAST: the kernel refuses to send
+        body = await self.error("GET", "/api/workers/discover", 503, "Cannot look for workers by mDNS", "255.255.255.255:5353")
+        self.assertIn("by name or IPv4 address instead", body["remediation"])
