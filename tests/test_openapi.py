@@ -133,7 +133,7 @@ class RouteDeclarationTests(SynchronousTestCase):
 class GeneratorTests(SynchronousTestCase):
     def test_query_parameters_are_bounded_by_the_units_limits(self) -> None:
         limits = attrs.evolve(Limits.defaults(), lookback_hours=17)
-        doc = document([Queried.readings.route_info], "/unit_api", limits, "t")
+        doc = document(Queried.readings.route_infos, "/unit_api", limits, "t")
         parameters = {p["name"]: p for p in doc["paths"]["/unit_api/readings/{channel}"]["get"]["parameters"]}
         self.assertEqual(parameters["channel"]["schema"]["type"], "integer")
         self.assertEqual(parameters["lookback"], {"name": "lookback", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": 17}})
@@ -151,7 +151,7 @@ class GeneratorTests(SynchronousTestCase):
         self.assertEqual(schema["description"], "Points in a window.")
 
     def test_description_is_the_rest_of_the_docstring(self) -> None:
-        doc = document([Queried.readings.route_info], "/unit_api", Limits.defaults(), "t")
+        doc = document(Queried.readings.route_infos, "/unit_api", Limits.defaults(), "t")
         operation = doc["paths"]["/unit_api/readings/{channel}"]["get"]
         self.assertEqual((operation["summary"], operation["description"]), ("Readings of one channel.", "Bounded by the unit's limits."))
 

@@ -186,14 +186,16 @@ class ClusterSystemApi:
         """Each unit's clock; each value is ``{"clock_time": "...Z"}``."""
         return await self._fan_out("GET", unit, CLOCK_PATH)
 
-    @route(app, "/api/units/<unit>/capabilities", ["GET"], returns=Accepted, status=202, expensive=True)
-    async def unit_capabilities(self, request: IRequest, unit: str) -> Reply:
+    @route(
+        app,
+        ("/api/units/<unit>/capabilities", "/api/workers/<unit>/capabilities"),
+        ["GET"],
+        returns=Accepted,
+        status=202,
+        expensive=True,
+    )
+    async def capabilities(self, request: IRequest, unit: str) -> Reply:
         """What each unit can run: its jobs and actions, their options and published settings."""
-        return await self._fan_out("GET", unit, "/unit_api/capabilities", CAPABILITIES_TIMEOUT)
-
-    @route(app, "/api/workers/<unit>/capabilities", ["GET"], returns=Accepted, status=202, expensive=True)
-    async def worker_capabilities(self, request: IRequest, unit: str) -> Reply:
-        """As ``/api/units/<unit>/capabilities`` (the reference gives both the same units)."""
         return await self._fan_out("GET", unit, "/unit_api/capabilities", CAPABILITIES_TIMEOUT)
 
     @route(app, "/api/system/utc_clock", ["POST"], body=SetClock, returns=Accepted, status=202, dangerous=True)

@@ -147,12 +147,14 @@ class LogsApi:
             ) from None
         return Reply({"status": "accepted"}, 202)
 
-    @route(app, "/api/units/<unit>/experiments/<experiment>/logs", ["POST"], body=NewLog, returns=Acknowledged, status=202)
-    async def post_unit_log(self, request: IRequest, unit: str, experiment: str, body: NewLog) -> Reply:
+    @route(
+        app,
+        ("/api/units/<unit>/experiments/<experiment>/logs", "/api/workers/<unit>/experiments/<experiment>/logs"),
+        ["POST"],
+        body=NewLog,
+        returns=Acknowledged,
+        status=202,
+    )
+    async def post_log(self, request: IRequest, unit: str, experiment: str, body: NewLog) -> Reply:
         """Publish a log line for the unit (each worker of the experiment for ``$broadcast``); ingest stores it."""
-        return await self._post(unit, experiment, body)
-
-    @route(app, "/api/workers/<unit>/experiments/<experiment>/logs", ["POST"], body=NewLog, returns=Acknowledged, status=202)
-    async def post_worker_log(self, request: IRequest, unit: str, experiment: str, body: NewLog) -> Reply:
-        """Publish a log line for the worker (each worker of the experiment for ``$broadcast``); ingest stores it."""
         return await self._post(unit, experiment, body)

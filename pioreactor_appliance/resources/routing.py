@@ -126,7 +126,7 @@ class RouteInfo:
 
 def route(
     app: Klein,
-    path: str,
+    path: str | Sequence[str],
     methods: Sequence[str],
     *,
     body: type | None = None,
@@ -140,26 +140,34 @@ def route(
     by_capability: bool = False,
     media: tuple[str, ...] = ("application/json",),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a JSON route: decode ``body`` and ``query`` strictly, render the result or the error as JSON."""
+    """Register a JSON route: decode ``body`` and ``query`` strictly, render the result or the error as JSON.
+
+    ``path`` may be several paths that the reference serves alike (``/api/units/...`` and
+    ``/api/workers/...``): one handler, one entry per path in the route table.
+    """
 
     if query is not None:
         check_query_class(query)
+    paths = (path,) if isinstance(path, str) else tuple(path)
 
     def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
-        info = RouteInfo(
-            path,
-            tuple(methods),
-            body,
-            (f.__doc__ or "").strip(),
-            query=query,
-            returns=returns,
-            status=status,
-            public=public,
-            dangerous=dangerous,
-            expensive=expensive,
-            upload=upload,
-            by_capability=by_capability,
-            media=media,
+        infos = tuple(
+            RouteInfo(
+                one,
+                tuple(methods),
+                body,
+                (f.__doc__ or "").strip(),
+                query=query,
+                returns=returns,
+                status=status,
+                public=public,
+                dangerous=dangerous,
+                expensive=expensive,
+                upload=upload,
+                by_capability=by_capability,
+                media=media,
+            )
+            for one in paths
         )
 
         @functools.wraps(f)
@@ -184,8 +192,9 @@ def route(
                 )
             return _render(request, result)
 
-        handler.route_info = info  # type: ignore[attr-defined]
-        app.route(path, methods=list(methods), strict_slashes=False)(handler)
+        handler.route_infos = infos  # type: ignore[attr-defined]
+        for one in paths:
+            app.route(one, methods=list(methods), strict_slashes=False)(handler)
         return handler
 
     return decorate
@@ -211,9 +220,7 @@ def route_table(families: Iterable[Any]) -> list[RouteInfo]:
     infos = []
     for family in families:
         for name in dir(type(family)):
-            info = getattr(getattr(type(family), name), "route_info", None)
-            if info is not None:
-                infos.append(info)
+            infos.extend(getattr(getattr(type(family), name), "route_infos", ()))
     return sorted(infos, key=lambda i: (i.path, i.methods))
 
 
@@ -237,14 +244,15 @@ class Router:
         self._resources = [family.app.resource() for family in self._families]
         self._fallbacks = fallbacks or {}
         self._policy = policy
-        self._infos: dict[tuple[int, str], RouteInfo] = {}
+        self._infos: dict[tuple[int, str, str], RouteInfo] = {}
         rules = []
         for index, family in enumerate(self._families):
             for rule in family.app.url_map.iter_rules():
-                rules.append(Rule(rule.rule, methods=rule.methods, endpoint=(index, rule.endpoint), strict_slashes=False))
-                info = getattr(getattr(type(family), rule.endpoint, None), "route_info", None)
-                if info is not None:
-                    self._infos[(index, rule.endpoint)] = info
+                key = (index, rule.endpoint, rule.rule)  # a handler may serve several paths
+                rules.append(Rule(rule.rule, methods=rule.methods, endpoint=key, strict_slashes=False))
+                for info in getattr(getattr(type(family), rule.endpoint, None), "route_infos", ()):
+                    if info.path == rule.rule:
+                        self._infos[key] = info
         self.url_map = Map(rules)
 
     def routes(self) -> list[RouteInfo]:
@@ -261,7 +269,7 @@ class Router:
         path = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.postpath)
         adapter = self.url_map.bind("localhost", path_info=path, default_method=request.method.decode("ascii", "replace"))
         try:
-            (index, endpoint), _ = adapter.match()
+            key, _ = adapter.match()
         except RequestRedirect:
             return self._not_found(request, path)
         except MethodNotAllowed as e:
@@ -278,8 +286,8 @@ class Router:
             )
         except NotFound:
             return self._not_found(request, path)
-        resource = self._resources[index]
-        info = self._infos.get((index, endpoint))
+        resource = self._resources[key[0]]
+        info = self._infos.get(key)
         if self._policy is None or info is None:
             return resource.render(request)
         try:

@@ -224,29 +224,14 @@ class UnitJobsApi:
 
     @route(
         app,
-        "/api/units/<unit>/jobs/run/job_name/<job>/experiments/<experiment>",
+        ("/api/units/<unit>/jobs/run/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/run/job_name/<job>/experiments/<experiment>"),
         ["POST", "PATCH"],
         body=RunJob,
         returns=Accepted,
         status=202,
         expensive=True,
     )
-    async def run_on_units(
-        self, request: IRequest, unit: str, job: str, experiment: str, body: RunJob
-    ) -> Reply:
-        """Run a job on the active workers of an experiment ($broadcast) or on one; the task maps each unit to its envelope."""
-        return await self._run(unit, job, experiment, body)
-
-    @route(
-        app,
-        "/api/workers/<unit>/jobs/run/job_name/<job>/experiments/<experiment>",
-        ["POST", "PATCH"],
-        body=RunJob,
-        returns=Accepted,
-        status=202,
-        expensive=True,
-    )
-    async def run_on_workers(
+    async def run(
         self, request: IRequest, unit: str, job: str, experiment: str, body: RunJob
     ) -> Reply:
         """Run a job on the active workers of an experiment ($broadcast) or on one; the task maps each unit to its envelope."""
@@ -267,27 +252,13 @@ class UnitJobsApi:
 
     @route(
         app,
-        "/api/units/<unit>/jobs/stop/experiments/<experiment>",
+        ("/api/units/<unit>/jobs/stop/experiments/<experiment>", "/api/workers/<unit>/jobs/stop/experiments/<experiment>"),
         ["POST", "PATCH"],
         returns=Success,
         status=202,
         expensive=True,
     )
-    async def stop_experiment_units(
-        self, request: IRequest, unit: str, experiment: str
-    ) -> Reply:
-        """Stop every job of an experiment on the unit (or every unit); units that fail are logged on the leader."""
-        return Reply(await self._stop_experiment(unit, experiment), code=202)
-
-    @route(
-        app,
-        "/api/workers/<unit>/jobs/stop/experiments/<experiment>",
-        ["POST", "PATCH"],
-        returns=Success,
-        status=202,
-        expensive=True,
-    )
-    async def stop_experiment_workers(
+    async def stop_experiment(
         self, request: IRequest, unit: str, experiment: str
     ) -> Reply:
         """Stop every job of an experiment on the unit (or every unit); units that fail are logged on the leader."""
@@ -317,25 +288,12 @@ class UnitJobsApi:
 
     @route(
         app,
-        "/api/units/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>",
+        ("/api/units/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>"),
         ["POST", "PATCH"],
         returns={202: Acknowledged | Accepted},
         status=202,
     )
-    async def stop_job_units(
-        self, request: IRequest, unit: str, job: str, experiment: str
-    ) -> Reply:
-        """Ask a job to stop over MQTT ($state/set disconnected); if the broker is away, through the units' /unit_api as a task."""
-        return await self._stop_job(unit, job, experiment)
-
-    @route(
-        app,
-        "/api/workers/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>",
-        ["POST", "PATCH"],
-        returns={202: Acknowledged | Accepted},
-        status=202,
-    )
-    async def stop_job_workers(
+    async def stop_job(
         self, request: IRequest, unit: str, job: str, experiment: str
     ) -> Reply:
         """Ask a job to stop over MQTT ($state/set disconnected); if the broker is away, through the units' /unit_api as a task."""
@@ -377,32 +335,13 @@ class UnitJobsApi:
 
     @route(
         app,
-        "/api/units/<unit>/jobs/update/job_name/<job>/experiments/<experiment>",
+        ("/api/units/<unit>/jobs/update/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/update/job_name/<job>/experiments/<experiment>"),
         ["PATCH"],
         body=JobSettingsChange,
         returns=Acknowledged,
         status=202,
     )
-    async def update_units(
-        self,
-        request: IRequest,
-        unit: str,
-        job: str,
-        experiment: str,
-        body: JobSettingsChange,
-    ) -> Reply:
-        """Change a job's settings: one MQTT /set message per setting (QoS 1). 503 if the broker does not take them."""
-        return await self._update(unit, job, experiment, body)
-
-    @route(
-        app,
-        "/api/workers/<unit>/jobs/update/job_name/<job>/experiments/<experiment>",
-        ["PATCH"],
-        body=JobSettingsChange,
-        returns=Acknowledged,
-        status=202,
-    )
-    async def update_workers(
+    async def update(
         self,
         request: IRequest,
         unit: str,
@@ -449,29 +388,13 @@ class UnitJobsApi:
 
     @route(
         app,
-        "/api/units/<unit>/jobs/running",
+        ("/api/units/<unit>/jobs/running", "/api/workers/<unit>/jobs/running"),
         ["GET"],
         returns=Accepted,
         status=202,
         expensive=True,
     )
-    async def running_units(self, request: IRequest, unit: str) -> Reply:
-        """The running jobs of the unit (or every unit)."""
-        return self._fan_out(
-            "GET",
-            await self._db.read(cluster_targets, unit, self._leader),
-            "/unit_api/jobs/running",
-        )
-
-    @route(
-        app,
-        "/api/workers/<unit>/jobs/running",
-        ["GET"],
-        returns=Accepted,
-        status=202,
-        expensive=True,
-    )
-    async def running_workers(self, request: IRequest, unit: str) -> Reply:
+    async def running(self, request: IRequest, unit: str) -> Reply:
         """The running jobs of the unit (or every unit)."""
         return self._fan_out(
             "GET",

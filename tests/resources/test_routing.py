@@ -30,9 +30,9 @@ class Body:
 class Things:
     app = Klein()
 
-    @route(app, "/api/things/<name>", ["GET"])
+    @route(app, ("/api/things/<name>", "/api/stuff/<name>"), ["GET"])
     def get_thing(self, request: Any, name: str) -> Any:
-        """One thing."""
+        """One thing, under either name."""
         return {"thing": name}
 
     @route(app, "/api/things", ["POST"], body=Body)
@@ -88,6 +88,7 @@ class RouterTests(SynchronousTestCase):
 
     def test_routes_answer_json(self) -> None:
         self.assertEqual(self.call("GET", "/api/things/a")[:2], (200, {"thing": "a"}))
+        self.assertEqual(self.call("GET", "/api/stuff/b")[:2], (200, {"thing": "b"}))
         self.assertEqual(self.call("POST", "/api/things", json={"value": 3})[:2], (201, {"value": 3}))
         self.assertEqual(self.call("GET", "/api/text")[:2], (200, b"plain words"))
 
@@ -123,7 +124,8 @@ class RouterTests(SynchronousTestCase):
         paths = [(info.path, info.methods) for info in router().routes()]
         self.assertIn(("/api/things", ("POST",)), paths)
         self.assertIn(("/api/things/special", ("GET",)), paths)
-        self.assertEqual(len(paths), 7)
+        self.assertIn(("/api/stuff/<name>", ("GET",)), paths)  # one handler, each of its paths listed
+        self.assertEqual(len(paths), 8)
 
 
 class GatePolicy:
@@ -150,8 +152,10 @@ class PolicyHookTests(SynchronousTestCase):
         response = self.successResultOf(self.client.get("http://unit/api/things/a"))
         self.assertEqual(response.code, 200)
         self.assertEqual(self.policy.seen, ["/api/things/<name>"])
+        self.successResultOf(self.client.get("http://unit/api/stuff/a"))
+        self.assertEqual(self.policy.seen[-1], "/api/stuff/<name>", "the path that matched, not the handler's first")
         self.successResultOf(self.client.get("http://unit/api/nothing"))
-        self.assertEqual(len(self.policy.seen), 1, "unknown paths never reach the policy")
+        self.assertEqual(len(self.policy.seen), 2, "unknown paths never reach the policy")
 
     def test_a_refusal_is_the_policys_error(self) -> None:
         self.policy.error = ApiError(403, "No.", remediation="Ask nicely.")
