@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
+from .addresses import http_base
 from .config import Config
 from .security.signing import Signer
 
@@ -95,8 +96,7 @@ class UnitAddresses:
 
     def url_of(self, host: str) -> str:
         """The ``/unit_api`` base URL at ``host`` (``host:port`` keeps its port)."""
-        has_port = host.rsplit("]", 1)[-1].count(":") == 1
-        return f"http://{host}" if has_port else f"http://{host}:{self.default_port}"
+        return http_base(host, self.default_port)
 
 
 @define

@@ -10,8 +10,9 @@ from the boot partition and writes, under ``--root``: /etc/pioreactor/appliance.
 config.ini, the role's avahi services, the Wi-Fi profile and lab's SSH keys. On the
 running system (``--root /``) it also sets the hostname, makes SSH host keys and
 grows the root partition. A bad setting is reported by name and its default used:
-first boot never fails the boot. ``--register`` (pioreactor-register.service, role
-both) adds the leader as its own worker once the appliance answers.
+first boot never fails the boot. ``--register`` (pioreactor-register.service) joins
+the cluster once the appliance answers: role both adds the leader as its own worker,
+a worker asks its leader to add it (``POST /api/workers/setup``).
 
 Standard library and attrs only: this runs before the appliance, without Twisted.
 """
@@ -26,10 +27,12 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request  # reactor-safe: first boot is its own process, before the appliance and without Twisted
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,6 +40,8 @@ from pathlib import Path
 
 from attrs import frozen
 
+from .addresses import http_base
+from .config import Config, ConfigError
 from .resources.names import unit_name_problem
 
 log = logging.getLogger("pioreactor-firstboot")
@@ -54,6 +59,8 @@ WPA_UNIT = "wpa_supplicant@wlan0.service"
 REGDOM_CONF = "etc/modprobe.d/pioreactor-wifi-country.conf"
 WORKERS_URL = "http://127.0.0.1/api/workers"
 REGISTER_ATTEMPTS = 60
+# A failed setup step (the leader cannot reach this worker yet), a busy or rate-limited leader, a server error.
+RETRY_STATUSES = frozenset({404, 408, 409, 429, 500, 502, 503, 504})
 REGISTER_INTERVAL_SECONDS = 10.0
 # A partition is grown only when at least this many 512-byte sectors follow it.
 GROW_MIN_SECTORS = 2048
@@ -326,7 +333,7 @@ def write_files(root: Path, boot: Path, settings: Settings) -> None:
     if settings.wifi is not None:
         write_wifi(writer, settings.wifi)
     write_authorized_keys(writer, boot / KEYS_NAME)
-    if settings.role == "both":
+    if settings.role != "leader":
         writer.write(REGISTER_PENDING, "", 0o644, "pioreactor")
 
 
@@ -450,35 +457,106 @@ def first_boot(root: Path, boot: Path, system: bool, run: Runner = run_command, 
     return True
 
 
-def register(root: Path, hostname: str, urlopen: Callable[..., object] = urllib.request.urlopen, sleep: Callable[[float], None] = time.sleep) -> bool:  # reactor-safe: its own process
-    """PUT this leader into its own workers (role both), retrying while the appliance starts."""
+def register(
+    root: Path,
+    hostname: str,
+    urlopen: Callable[..., object] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    own_ipv4: Callable[[str, int], str | None] | None = None,
+) -> bool:  # reactor-safe: its own process
+    """Join the cluster once the appliance answers: a leader (role both) adds itself to its workers;
+    a worker asks its leader to add it (``POST /api/workers/setup``), retrying while either starts.
+
+    A refusal that retrying cannot change (a 4xx other than a failed step, a busy leader or a rate
+    limit) ends at once; the pending file stays, so the next boot tries again.
+    """
     pending = root / REGISTER_PENDING
     if not pending.exists():
         return True
-    body = json.dumps({"pioreactor_unit": hostname}).encode()
+    # Cluster traffic stays on the lab's network: never through a proxy the environment may name.
+    urlopen = urlopen or urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+    try:
+        role = env_of(root).get("PIOREACTOR_ROLE", "worker")
+        make_request = (lambda: own_worker_request(hostname)) if role == "leader" else join_request(root, hostname, own_ipv4 or ipv4_towards)
+    except (OSError, ValueError, KeyError, ConfigError) as e:
+        log.error("cannot join the cluster: %s", e)
+        return False
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
-        request = urllib.request.Request(WORKERS_URL, data=body, method="PUT", headers={"Content-Type": "application/json"})  # reactor-safe: its own process
+        request = make_request()
         try:
             urlopen(request, timeout=10)
+        except urllib.error.HTTPError as e:
+            why = _error_text(e)
+            if e.code not in RETRY_STATUSES:
+                log.error("%s refused to add %s (%d): %s; add it from the leader's UI", request.full_url, hostname, e.code, why)
+                return False
+            log.info("adding %s, attempt %d: %s answered %d: %s", hostname, attempt, request.full_url, e.code, why)
         except (urllib.error.URLError, OSError) as e:
-            log.info("registering %s as a worker, attempt %d: %s", hostname, attempt, e)
-            if attempt < REGISTER_ATTEMPTS:
-                sleep(REGISTER_INTERVAL_SECONDS)
-            continue
-        pending.unlink()
-        log.info("registered %s as its own worker", hostname)
-        return True
-    log.error("could not register %s as a worker: add it with PUT /api/workers", hostname)
+            log.info("adding %s, attempt %d: %s: %s", hostname, attempt, request.full_url, e)
+        else:
+            pending.unlink()
+            log.info("%s is a worker of its cluster (%s)", hostname, request.full_url)
+            return True
+        if attempt < REGISTER_ATTEMPTS:
+            sleep(REGISTER_INTERVAL_SECONDS)
+    log.error("could not add %s to its cluster: add it from the leader's UI", hostname)
     return False
 
 
-def unit_of(root: Path) -> str:
+def own_worker_request(hostname: str) -> urllib.request.Request:
+    body = json.dumps({"pioreactor_unit": hostname}).encode()
+    return urllib.request.Request(WORKERS_URL, data=body, method="PUT", headers={"Content-Type": "application/json"})  # reactor-safe: its own process
+
+
+def join_request(root: Path, hostname: str, own_ipv4: Callable[[str, int], str | None]) -> Callable[[], urllib.request.Request]:
+    """Requests for the leader's ``/api/workers/setup``, with this worker's model and its address as
+    the leader would reach it (asked again at each attempt: DHCP may not have answered yet)."""
+    config = Config.load(root / DATA_DIR)
+    base = http_base(config.get_str("cluster.topology", "leader_address"), config.get_int("ui", "port"))
+    url = f"{base}/api/workers/setup"
+    host, port = urllib.parse.urlsplit(url).hostname or "", urllib.parse.urlsplit(url).port or 80
+    model = {"name": hostname, "model": config.get_str("hardware", "model"), "version": config.get_str("hardware", "model_version")}
+
+    def make() -> urllib.request.Request:
+        address = own_ipv4(host, port)
+        body = json.dumps({**model, "ipv4_address": address} if address else model).encode()
+        return urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})  # reactor-safe: its own process
+
+    return make
+
+
+def ipv4_towards(host: str, port: int) -> str | None:
+    """This Pi's IPv4 address on the route to ``host`` (no packet is sent); None if there is none yet."""
+    try:
+        destination = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)[0][4]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(destination)
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
+
+
+def _error_text(error: urllib.error.HTTPError) -> str:
+    """The appliance's JSON error (its ``cause``, else ``error``), or the status line."""
+    try:
+        body = json.loads(error.read(65536))
+        return str(body.get("cause") or body.get("error"))
+    except (OSError, ValueError, AttributeError):
+        return str(error.reason)
+
+
+def env_of(root: Path) -> dict[str, str]:
+    """/etc/pioreactor/appliance.env, which first boot wrote."""
     env = root / "etc/pioreactor/appliance.env"
-    for line in env.read_text().splitlines():
-        key, _, value = line.partition("=")
-        if key == "PIOREACTOR_UNIT":
-            return value.strip()
-    raise SystemExit(f"no PIOREACTOR_UNIT in {env}")
+    pairs = (line.partition("=") for line in env.read_text().splitlines())
+    return {key.strip(): value.strip() for key, sep, value in pairs if sep}
+
+
+def unit_of(root: Path) -> str:
+    try:
+        return env_of(root)["PIOREACTOR_UNIT"]
+    except KeyError:
+        raise SystemExit(f"no PIOREACTOR_UNIT in {root / 'etc/pioreactor/appliance.env'}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -486,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("/"), help="the root file system to configure (default /)")
     parser.add_argument("--boot", type=Path, default=Path("/boot/firmware"), help="the boot partition (default /boot/firmware)")
     parser.add_argument("--system", action="store_true", help="also act on the running system (implied by --root /)")
-    parser.add_argument("--register", action="store_true", help="register this leader as its own worker (role both)")
+    parser.add_argument("--register", action="store_true", help="join the cluster: role both adds itself, a worker asks its leader")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(levelname)s: %(message)s", stream=sys.stdout)
     if options.register:

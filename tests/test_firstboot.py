@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -178,7 +179,7 @@ class FirstBootTests(SynchronousTestCase):
             self.read("var/lib/pioreactor/config.ini"),
             "[ui]\nport=80\n\n[mqtt]\nbroker_address=10.0.0.5\n\n[cluster.topology]\nleader_hostname=lab-leader\nleader_address=10.0.0.5\n",
         )
-        self.assertFalse((self.root / firstboot.REGISTER_PENDING).exists())
+        self.assertTrue((self.root / firstboot.REGISTER_PENDING).exists(), "a worker asks its leader to add it")
 
     def test_wifi_with_wpa_supplicant(self) -> None:
         self.run_first_boot(GOOD)
@@ -298,16 +299,27 @@ class RegisterTests(SynchronousTestCase):
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.sleeps: list[float] = []
 
-    def urlopen(self, failures: int):  # type: ignore[no-untyped-def]
+    def as_role(self, role: str, config: str = "") -> None:
+        (self.root / "etc/pioreactor").mkdir(parents=True)
+        (self.root / "etc/pioreactor/appliance.env").write_text(f"PIOREACTOR_ROLE={role}\nPIOREACTOR_UNIT=pio02\n")
+        (self.root / firstboot.DATA_DIR).mkdir(parents=True)
+        (self.root / firstboot.DATA_DIR / "config.ini").write_text(config)
+
+    def urlopen(self, failures: int, error: Exception | None = None):  # type: ignore[no-untyped-def]
         def opener(request, timeout):  # type: ignore[no-untyped-def]
             self.requests.append((request.get_method(), request.full_url, json.loads(request.data)))
             if len(self.requests) <= failures:
-                raise urllib.error.URLError("connection refused")
+                raise error or urllib.error.URLError("connection refused")
             return object()
 
         return opener
 
-    def test_registers_once_after_retries(self) -> None:
+    def refusal(self, code: int, cause: str) -> urllib.error.HTTPError:
+        body = io.BytesIO(json.dumps({"error": "Refused.", "cause": cause}).encode())
+        return urllib.error.HTTPError("http://x", code, "Refused", {}, body)  # type: ignore[arg-type]
+
+    def test_the_leader_adds_itself_once_after_retries(self) -> None:
+        self.as_role("leader")
         self.assertTrue(register(self.root, "main", self.urlopen(failures=2), self.sleeps.append))
         self.assertEqual(self.requests, [("PUT", "http://127.0.0.1/api/workers", {"pioreactor_unit": "main"})] * 3)
         self.assertEqual(self.sleeps, [firstboot.REGISTER_INTERVAL_SECONDS] * 2)
@@ -316,9 +328,53 @@ class RegisterTests(SynchronousTestCase):
         self.assertEqual(len(self.requests), 3)
 
     def test_gives_up_after_bounded_attempts(self) -> None:
+        self.as_role("leader")
         self.assertFalse(register(self.root, "main", self.urlopen(failures=10**6), self.sleeps.append))
         self.assertEqual(len(self.requests), firstboot.REGISTER_ATTEMPTS)
         self.assertTrue((self.root / firstboot.REGISTER_PENDING).exists())
+
+    def test_a_worker_asks_its_leader_with_its_model_and_address(self) -> None:
+        self.as_role("worker", "[cluster.topology]\nleader_hostname=lab\nleader_address=10.0.0.5\n[hardware]\nmodel=pioreactor_20ml\nmodel_version=1.0\n")
+        asked: list[tuple[str, int]] = []
+        addresses = iter([None, "10.0.0.23"])  # no address before DHCP answers, then one
+
+        def own_ipv4(host: str, port: int) -> str | None:
+            asked.append((host, port))
+            return next(addresses)
+
+        failed_step = self.refusal(404, "reachable: no answer from 10.0.0.23")
+        self.assertTrue(register(self.root, "pio02", self.urlopen(failures=1, error=failed_step), self.sleeps.append, own_ipv4))
+        body = {"name": "pio02", "model": "pioreactor_20ml", "version": "1.0"}
+        self.assertEqual(
+            self.requests,
+            [
+                ("POST", "http://10.0.0.5:80/api/workers/setup", body),
+                ("POST", "http://10.0.0.5:80/api/workers/setup", {**body, "ipv4_address": "10.0.0.23"}),
+            ],
+        )
+        self.assertEqual(asked, [("10.0.0.5", 80)] * 2)
+        self.assertFalse((self.root / firstboot.REGISTER_PENDING).exists())
+
+    def test_a_refusal_that_retrying_cannot_change_ends_at_once(self) -> None:
+        self.as_role("worker", "[cluster.topology]\nleader_hostname=lab\nleader_address=lab.local:8080\n")
+        refused = self.refusal(400, "name: invalid")
+        with self.assertLogs("pioreactor-firstboot", "ERROR") as logged:
+            self.assertFalse(register(self.root, "pio02", self.urlopen(failures=1, error=refused), self.sleeps.append, lambda h, p: None))
+        self.assertEqual([(m, u) for m, u, _ in self.requests], [("POST", "http://lab.local:8080/api/workers/setup")])
+        self.assertEqual(self.sleeps, [])
+        self.assertIn("name: invalid", logged.output[0])
+        self.assertTrue((self.root / firstboot.REGISTER_PENDING).exists(), "the next boot tries again")
+
+    def test_a_worker_without_a_readable_config_says_so(self) -> None:
+        self.as_role("worker", "[hardware\n")
+        with self.assertLogs("pioreactor-firstboot", "ERROR") as logged:
+            self.assertFalse(register(self.root, "pio02", self.urlopen(failures=0), self.sleeps.append, lambda h, p: None))
+        self.assertEqual(self.requests, [])
+        self.assertIn("cannot join the cluster", logged.output[0])
+
+    def test_the_address_towards_a_host_is_this_machines(self) -> None:
+        self.assertEqual(firstboot.ipv4_towards("127.0.0.1", 80), "127.0.0.1")
+        self.assertIsNone(firstboot.ipv4_towards("no-such-host.invalid", 80))
 
 
 class ImportTests(SynchronousTestCase):

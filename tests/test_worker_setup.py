@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from pioreactor_appliance import __version__
+from pioreactor_appliance import __version__, firstboot
 from pioreactor_appliance.config import Config
 from pioreactor_appliance.fanout import UnitAddresses
 from pioreactor_appliance.store.workers import delete_worker
@@ -119,3 +121,24 @@ class WorkerSetupTests(ClusterTestCase):
         self.assertIn("Try again when it ends", answer["remediation"])
         await first
         await self.call("POST", "leader", SETUP, json=self.body(), expect=200)
+
+    async def test_a_flashed_worker_joins_its_leader_by_itself(self) -> None:
+        """What pioreactor-register.service runs on a worker after first boot, against a real leader."""
+        del self.leader_fanout.addresses.addresses["pio1"]
+        self.leader_fanout.addresses.default_port = self.ports["pio1"]  # the leader finds pio1 at the address it gives
+        root = Path(self.mktemp())
+        (root / firstboot.REGISTER_PENDING).parent.mkdir(parents=True)
+        (root / firstboot.REGISTER_PENDING).write_text("")
+        (root / "etc/pioreactor").mkdir(parents=True)
+        (root / "etc/pioreactor/appliance.env").write_text("PIOREACTOR_ROLE=worker\nPIOREACTOR_UNIT=pio1\n")
+        (root / firstboot.DATA_DIR).mkdir(parents=True)
+        (root / firstboot.DATA_DIR / "config.ini").write_text(
+            f"[cluster.topology]\nleader_hostname=leader\nleader_address=127.0.0.1:{self.ports['leader']}\n"
+            "[hardware]\nmodel=pioreactor_20ml\nmodel_version=1.0\n"
+        )
+        joined = await deferToThread(firstboot.register, root, firstboot.unit_of(root), sleep=lambda _: None)
+        self.assertTrue(joined)
+        self.assertFalse((root / firstboot.REGISTER_PENDING).exists())
+        worker = await self.call("GET", "leader", "/api/workers/pio1", expect=200)
+        self.assertEqual((worker["model_name"], worker["model_version"]), ("pioreactor_20ml", "1.0"))
+        self.assertEqual(self.leader_fanout.addresses.address("pio1"), "127.0.0.1")
