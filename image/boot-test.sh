@@ -6,7 +6,8 @@
 #      piotest, mosquitto answers, lab can sudo, the unit sets the clock
 #      through its sudo whitelist, and it outlives its watchdog period unrestarted;
 #   2. a fresh copy as role worker (piotest-w, leader elsewhere): health answers,
-#      /api is the worker's 404, mosquitto is not running.
+#      /api is the worker's 404, mosquitto is not running, and it keeps asking its
+#      leader to add it without holding up boot.
 # Both boot the simulated reactor (the pioreactor-simulated flag) and take the
 # kernel and initrd from the image's FAT partition, so they need a Debian kernel.
 #   boot-test.sh IMG          environment: BOOT_TIMEOUT (seconds per boot, 900)
@@ -204,6 +205,12 @@ code="$(http /api/workers)"
 [ "$code" = 404 ] || fail "a worker's /api/workers answered $code, not 404"
 state="$(vm_ssh systemctl is-active mosquitto || true)"
 [ "$state" != active ] || fail "mosquitto runs on a worker"
-say "worker: running, /api is 404, mosquitto $state; passed in $((SECONDS - boot_t0)) s"
+# Its leader is away: the worker keeps asking to join, and boot did not wait for it (running, above).
+joining() {
+    [ "$(vm_ssh systemctl is-active pioreactor-register.service || true)" = active ] &&
+        vm_ssh sudo -n journalctl -u pioreactor-register.service --no-pager | grep -q "adding piotest-w, attempt"
+}
+wait_for "pioreactor-register.service asking the leader to add piotest-w" 120 joining
+say "worker: running, /api is 404, mosquitto $state, asking leader.local to add it; passed in $((SECONDS - boot_t0)) s"
 stop_vm
 say "PASS"
