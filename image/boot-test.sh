@@ -3,7 +3,7 @@
 # forwards on 127.0.0.1) and check the appliance as a user would, twice:
 #   1. role both, hostname piotest: /unit_api/health answers, systemd says
 #      `running`, the hostname is set, the root was grown, /api/workers lists
-#      piotest, mosquitto answers, lab can sudo, the unit sets the clock
+#      piotest, mosquitto answers, chrony serves time, lab can sudo, the unit sets the clock
 #      through its sudo whitelist, and it outlives its watchdog period unrestarted;
 #   2. a fresh copy as role worker (piotest-w, leader elsewhere): health answers,
 #      /api is the worker's 404, mosquitto is not running, and it keeps asking its
@@ -125,6 +125,19 @@ s.sendall(bytes([0x10, 18, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 6]) + b"pio
 assert s.recv(4)[:2] == bytes([0x20, 2]), "no CONNACK"
 EOF
 }
+ntp_served() { # chrony answers an NTP client on the VM's LAN address (no internet: its own clock, stratum 10)
+    vm_ssh python3 - <<'EOF'
+import socket
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.connect(("10.0.2.2", 9))  # the user network's gateway: only to learn our own address
+lan = probe.getsockname()[0]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(bytes([0x23]) + bytes(47), (lan, 123))  # NTPv4, client mode
+reply = s.recv(48)
+assert len(reply) == 48 and reply[0] & 7 == 4 and reply[1] == 10, reply[:4]
+EOF
+}
 task_finished() { # the task whose result path is in $task has succeeded or failed
     [ "$(http "$task")" = 200 ] && python3 - "$work/body" <<'EOF'
 import json, sys
@@ -186,6 +199,8 @@ wait_for "piotest in /api/workers" 180 worker_listed piotest
 say "both: /api/workers lists piotest"
 mqtt_answers || fail "mosquitto does not answer on 1883"
 say "both: mosquitto answers"
+wait_for "chrony serving the cluster's clock" 60 ntp_served
+say "both: chrony serves time to the LAN at stratum 10 (it has no internet to follow)"
 vm_ssh sudo -n true || fail "lab cannot sudo"
 clock_set_through_sudo
 say "both: lab can sudo; the unit set the clock through its sudo whitelist"
@@ -211,6 +226,8 @@ joining() {
         vm_ssh sudo -n journalctl -u pioreactor-register.service --no-pager | grep -q "adding piotest-w, attempt"
 }
 wait_for "pioreactor-register.service asking the leader to add piotest-w" 120 joining
-say "worker: running, /api is 404, mosquitto $state, asking leader.local to add it; passed in $((SECONDS - boot_t0)) s"
+[ "$(vm_ssh systemctl is-active chrony.service || true)" = active ] || fail "chrony is not running"
+vm_ssh grep -qx "'server leader.local iburst prefer'" /etc/chrony/conf.d/pioreactor.conf || fail "chrony does not follow the leader"
+say "worker: running, /api is 404, mosquitto $state, asking leader.local to add it, its clock following it; passed in $((SECONDS - boot_t0)) s"
 stop_vm
 say "PASS"

@@ -12,7 +12,7 @@ say() { echo "customize: $*" >&2; }
 # --- packages the base lacks, from the base's OWN apt sources ---------------
 # A no-op on the Debian base (all are in packages-debian.txt), so that build
 # needs no network here.
-wanted=(mosquitto avahi-daemon libnss-mdns python3-venv sudo openssh-server fdisk e2fsprogs)
+wanted=(mosquitto avahi-daemon libnss-mdns python3-venv sudo openssh-server fdisk e2fsprogs chrony fake-hwclock)
 # Raspberry Pi OS carries pigpiod; Debian has no such package.
 if grep -rqs 'archive\.raspberrypi\.\(com\|org\)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     wanted+=(pigpiod)

@@ -7,7 +7,7 @@ Run once as root by pioreactor-firstboot.service, before networking::
 It reads ``pioreactor.ini`` (role, hostname, leader, Wi-Fi) and ``authorized_keys``
 from the boot partition and writes, under ``--root``: /etc/pioreactor/appliance.env
 (and the /etc/pioreactor/leader marker), the hostname, the data directory's
-config.ini, the role's avahi services, the Wi-Fi profile and lab's SSH keys. On the
+config.ini, the role's avahi services and clock (chrony), the Wi-Fi profile and lab's SSH keys. On the
 running system (``--root /``) it also sets the hostname, makes SSH host keys and
 grows the root partition. A bad setting is reported by name and its default used:
 first boot never fails the boot. ``--register`` (pioreactor-register.service) joins
@@ -58,6 +58,8 @@ WPA_CONF = "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
 WPA_UNIT = "wpa_supplicant@wlan0.service"
 REGDOM_CONF = "etc/modprobe.d/pioreactor-wifi-country.conf"
 WORKERS_URL = "http://127.0.0.1/api/workers"
+CHRONY_CONF = "etc/chrony/conf.d/pioreactor.conf"
+PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7", "fe80::/10")
 REGISTER_ATTEMPTS = 60
 # A failed setup step (the leader cannot reach this worker yet), a busy or rate-limited leader, a server error.
 RETRY_STATUSES = frozenset({404, 408, 409, 429, 500, 502, 503, 504})
@@ -227,12 +229,29 @@ def wpa_supplicant_conf(wifi: Wifi) -> str:
 
 
 def role_files(settings: Settings) -> dict[str, str]:
-    """/etc/pioreactor's files: the appliance's environment (and the leader marker)."""
+    """The role's files in /etc: the appliance's environment (and the leader marker), and its clock."""
     role = "leader" if settings.is_leader else "worker"
-    files = {"etc/pioreactor/appliance.env": f"PIOREACTOR_ROLE={role}\nPIOREACTOR_UNIT={settings.hostname}\n"}
+    files = {
+        "etc/pioreactor/appliance.env": f"PIOREACTOR_ROLE={role}\nPIOREACTOR_UNIT={settings.hostname}\n",
+        CHRONY_CONF: chrony_conf(settings),
+    }
     if settings.is_leader:
         files["etc/pioreactor/leader"] = ""
     return files
+
+
+def chrony_conf(settings: Settings) -> str:
+    """One clock for the cluster, with or without internet: the leader serves its time on the lab's
+    networks (even unsynchronised: a Pi has no battery clock), and workers follow it first."""
+    if settings.is_leader:
+        allowed = "".join(f"allow {network}\n" for network in PRIVATE_NETWORKS)
+        return f"# Written by pioreactor first boot: this leader is its workers' clock.\n{allowed}local stratum 10\n"
+    return f"# Written by pioreactor first boot: this worker keeps its leader's time.\nserver {ntp_host(settings.leader_address)} iburst prefer\n"
+
+
+def ntp_host(address: str) -> str:
+    """The host of ``leader_address`` (``host:port`` names the leader's HTTP port, not NTP's)."""
+    return address.split(":")[0] if address.count(":") == 1 else address
 
 
 def avahi_services(role: str) -> list[str]:

@@ -181,6 +181,26 @@ class FirstBootTests(SynchronousTestCase):
         )
         self.assertTrue((self.root / firstboot.REGISTER_PENDING).exists(), "a worker asks its leader to add it")
 
+    def test_the_leader_serves_the_clusters_clock_and_workers_follow_it(self) -> None:
+        self.run_first_boot("[pioreactor]\nrole=both\nhostname=main\n")
+        leader = self.read(firstboot.CHRONY_CONF)
+        self.assertIn("allow 192.168.0.0/16\n", leader)
+        self.assertIn("allow 10.0.0.0/8\n", leader)
+        self.assertIn("local stratum 10\n", leader, "it serves time even with no internet to sync from")
+        self.assertNotIn("server ", leader)
+        (self.root / firstboot.STAMP).unlink()  # the same card, set up again as a worker
+        self.run_first_boot(GOOD)
+        self.assertEqual(
+            self.read(firstboot.CHRONY_CONF),
+            "# Written by pioreactor first boot: this worker keeps its leader's time.\nserver 10.0.0.5 iburst prefer\n",
+        )
+        self.assertEqual(self.mode(firstboot.CHRONY_CONF), 0o644)
+
+    def test_the_ntp_host_of_a_leader_address(self) -> None:
+        self.assertEqual(firstboot.ntp_host("lab-leader.local:8080"), "lab-leader.local")
+        self.assertEqual(firstboot.ntp_host("10.0.0.5"), "10.0.0.5")
+        self.assertEqual(firstboot.ntp_host("fd00::5"), "fd00::5")
+
     def test_wifi_with_wpa_supplicant(self) -> None:
         self.run_first_boot(GOOD)
         conf = firstboot.WPA_CONF
