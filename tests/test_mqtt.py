@@ -26,7 +26,7 @@ from pioreactor_appliance.mqtt import (
 
 from .mosquitto import Broker, free_port, start_mosquitto
 
-WAIT = 5.0  # seconds any single thing in these tests may take
+WAIT = 15.0  # seconds any single thing in these tests may take (a loaded 2-core CI machine included)
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
