@@ -287,7 +287,7 @@ debian_finish() {
     printf '127.0.0.1\tlocalhost\n127.0.1.1\tpioreactor\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts"
     ln -sfn ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
     chroot_up "$r"
-    in_chroot "$r" systemctl enable -q systemd-networkd systemd-resolved systemd-timesyncd
+    in_chroot "$r" systemctl enable -q systemd-networkd systemd-resolved chrony
     kver="$(ls "$r/lib/modules")"
     [ "$(wc -w <<<"$kver")" -eq 1 ] || die "expected one kernel in the tree, found: $kver"
     rm -f "$r/usr/sbin/update-initramfs"

@@ -493,7 +493,7 @@ def register(
     if not pending.exists():
         return True
     # Cluster traffic stays on the lab's network: never through a proxy the environment may name.
-    urlopen = urlopen or urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+    urlopen = urlopen or urllib.request.build_opener(urllib.request.ProxyHandler({})).open  # reactor-safe: its own process
     try:
         role = env_of(root).get("PIOREACTOR_ROLE", "worker")
         make_request = (lambda: own_worker_request(hostname)) if role == "leader" else join_request(root, hostname, own_ipv4 or ipv4_towards)
@@ -522,12 +522,12 @@ def register(
     return False
 
 
-def own_worker_request(hostname: str) -> urllib.request.Request:
+def own_worker_request(hostname: str) -> urllib.request.Request:  # reactor-safe: its own process
     body = json.dumps({"pioreactor_unit": hostname}).encode()
     return urllib.request.Request(WORKERS_URL, data=body, method="PUT", headers={"Content-Type": "application/json"})  # reactor-safe: its own process
 
 
-def join_request(root: Path, hostname: str, own_ipv4: Callable[[str, int], str | None]) -> Callable[[], urllib.request.Request]:
+def join_request(root: Path, hostname: str, own_ipv4: Callable[[str, int], str | None]) -> Callable[[], urllib.request.Request]:  # reactor-safe: its own process
     """Requests for the leader's ``/api/workers/setup``, with this worker's model and its address as
     the leader would reach it (asked again at each attempt: DHCP may not have answered yet)."""
     config = Config.load(root / DATA_DIR)
@@ -536,7 +536,7 @@ def join_request(root: Path, hostname: str, own_ipv4: Callable[[str, int], str |
     host, port = urllib.parse.urlsplit(url).hostname or "", urllib.parse.urlsplit(url).port or 80
     model = {"name": hostname, "model": config.get_str("hardware", "model"), "version": config.get_str("hardware", "model_version")}
 
-    def make() -> urllib.request.Request:
+    def make() -> urllib.request.Request:  # reactor-safe: its own process
         address = own_ipv4(host, port)
         body = json.dumps({**model, "ipv4_address": address} if address else model).encode()
         return urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})  # reactor-safe: its own process

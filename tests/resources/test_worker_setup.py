@@ -19,7 +19,7 @@ from pioreactor_appliance.config import Config
 from pioreactor_appliance.fanout import UnitAddresses
 from pioreactor_appliance.store.workers import delete_worker
 
-from .cluster import ClusterTestCase
+from ..cluster import ClusterTestCase
 
 SETUP = "/api/workers/setup"
 
