@@ -347,7 +347,9 @@ stage_customize() {
     compgen -G "$OUT/wheels/pioreactor_appliance-*.whl" >/dev/null || die "no wheelhouse: run the wheels stage"
     [ -x "$REPO/systemd/install.sh" ] || die "no systemd/install.sh in $REPO"
     rm -rf "$r"
-    cp -a "$base" "$r"
+    # Never into a file system still mounted in the base (a /proc that mmdebstrap could not unmount
+    # would copy /proc/kcore until the disk is full).
+    cp -a --one-file-system "$base" "$r"
     b="$r/tmp/pioreactor-build"
     mkdir -p "$b"
     cp -a "$OUT/wheels" "$REPO/systemd" "$HERE/customize.sh" "$b/"
