@@ -533,7 +533,8 @@ def join_request(root: Path, hostname: str, own_ipv4: Callable[[str, int], str |
     config = Config.load(root / DATA_DIR)
     base = http_base(config.get_str("cluster.topology", "leader_address"), config.get_int("ui", "port"))
     url = f"{base}/api/workers/setup"
-    host, port = urllib.parse.urlsplit(url).hostname or "", urllib.parse.urlsplit(url).port or 80
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
     model = {"name": hostname, "model": config.get_str("hardware", "model"), "version": config.get_str("hardware", "model_version")}
 
     def make() -> urllib.request.Request:  # reactor-safe: its own process
