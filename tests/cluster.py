@@ -22,6 +22,7 @@ from pioreactor_appliance.hardware.sim.model import build_pioreactor
 from pioreactor_appliance.hardware.sim.server import PigpioFactory
 from pioreactor_appliance.tap import Settings, build_service
 
+from .mdns_responder import unused_udp_address
 from .mosquitto import free_port, start_mosquitto
 
 # Fan-outs to units that are not running give up within a second.
@@ -106,7 +107,7 @@ class ClusterTestCase(TestCase):
         no_pigpiod = self._refusing_port()
         fanout = SIMULATED_FANOUT if simulated else QUICK_FANOUT
         if "[cluster.discovery]" not in config:
-            config = f"{config}\n{QUICK_DISCOVERY.format(port=self._silent_udp_port())}"
+            config = f"{config}\n{QUICK_DISCOVERY.format(port=unused_udp_address(self)[1])}"
         for unit, port in self.ports.items():
             data_dir = Path(self.mktemp())
             data_dir.mkdir(parents=True)
@@ -156,13 +157,6 @@ class ClusterTestCase(TestCase):
         Units without a simulator dial it rather than pigpiod's 8888, where the machine running the
         tests might have anything listening."""
         reserved = socket.socket()
-        reserved.bind(("127.0.0.1", 0))
-        self.addCleanup(reserved.close)
-        return reserved.getsockname()[1]
-
-    def _silent_udp_port(self) -> int:
-        """A loopback UDP port bound and never read until the test ends: a datagram sent there gets no answer."""
-        reserved = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         reserved.bind(("127.0.0.1", 0))
         self.addCleanup(reserved.close)
         return reserved.getsockname()[1]

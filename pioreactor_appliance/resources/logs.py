@@ -122,7 +122,16 @@ class LogsApi:
         day_ago = iso_utc(self._clock.seconds() - DAY)
         return await self._db.read(store.recent_worker_logs, unit, experiment, store.levels_from(query.min_level), day_ago)
 
-    async def _post(self, unit: str, experiment: str, body: NewLog) -> Reply:
+    @route(
+        app,
+        ("/api/units/<unit>/experiments/<experiment>/logs", "/api/workers/<unit>/experiments/<experiment>/logs"),
+        ["POST"],
+        body=NewLog,
+        returns=Acknowledged,
+        status=202,
+    )
+    async def post_log(self, request: IRequest, unit: str, experiment: str, body: NewLog) -> Reply:
+        """Publish a log line for the unit (each worker of the experiment for ``$broadcast``); ingest stores it."""
         check_topic_names(unit, experiment, body.source_, body.level)
         payload = json.dumps(
             {
@@ -147,14 +156,3 @@ class LogsApi:
             ) from None
         return Reply({"status": "accepted"}, 202)
 
-    @route(
-        app,
-        ("/api/units/<unit>/experiments/<experiment>/logs", "/api/workers/<unit>/experiments/<experiment>/logs"),
-        ["POST"],
-        body=NewLog,
-        returns=Acknowledged,
-        status=202,
-    )
-    async def post_log(self, request: IRequest, unit: str, experiment: str, body: NewLog) -> Reply:
-        """Publish a log line for the unit (each worker of the experiment for ``$broadcast``); ingest stores it."""
-        return await self._post(unit, experiment, body)

@@ -184,7 +184,19 @@ class UnitJobsApi:
 
     # --- run -----------------------------------------------------------------
 
-    async def _run(self, unit: str, job: str, experiment: str, body: RunJob) -> Reply:
+    @route(
+        app,
+        ("/api/units/<unit>/jobs/run/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/run/job_name/<job>/experiments/<experiment>"),
+        ["POST", "PATCH"],
+        body=RunJob,
+        returns=Accepted,
+        status=202,
+        expensive=True,
+    )
+    async def run(
+        self, request: IRequest, unit: str, job: str, experiment: str, body: RunJob
+    ) -> Reply:
+        """Run a job on the active workers of an experiment ($broadcast) or on one; the task maps each unit to its envelope."""
         targets = await self._db.read(_run_targets, unit, experiment)
         path = f"/unit_api/jobs/run/job_name/{job}"
 
@@ -222,33 +234,7 @@ class UnitJobsApi:
 
         return self._task(work)
 
-    @route(
-        app,
-        ("/api/units/<unit>/jobs/run/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/run/job_name/<job>/experiments/<experiment>"),
-        ["POST", "PATCH"],
-        body=RunJob,
-        returns=Accepted,
-        status=202,
-        expensive=True,
-    )
-    async def run(
-        self, request: IRequest, unit: str, job: str, experiment: str, body: RunJob
-    ) -> Reply:
-        """Run a job on the active workers of an experiment ($broadcast) or on one; the task maps each unit to its envelope."""
-        return await self._run(unit, job, experiment, body)
-
     # --- stop ----------------------------------------------------------------
-
-    async def _stop_experiment(self, unit: str, experiment: str) -> Success:
-        units = await self._db.read(cluster_targets, unit, self._leader)
-        fan_out_logged(
-            self._fanout,
-            "POST",
-            units,
-            "/unit_api/jobs/stop",
-            {"experiment": experiment},
-        )
-        return {"status": "success"}
 
     @route(
         app,
@@ -262,9 +248,27 @@ class UnitJobsApi:
         self, request: IRequest, unit: str, experiment: str
     ) -> Reply:
         """Stop every job of an experiment on the unit (or every unit); units that fail are logged on the leader."""
-        return Reply(await self._stop_experiment(unit, experiment), code=202)
+        units = await self._db.read(cluster_targets, unit, self._leader)
+        fan_out_logged(
+            self._fanout,
+            "POST",
+            units,
+            "/unit_api/jobs/stop",
+            {"experiment": experiment},
+        )
+        return Reply({"status": "success"}, code=202)
 
-    async def _stop_job(self, unit: str, job: str, experiment: str) -> Reply:
+    @route(
+        app,
+        ("/api/units/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>"),
+        ["POST", "PATCH"],
+        returns={202: Acknowledged | Accepted},
+        status=202,
+    )
+    async def stop_job(
+        self, request: IRequest, unit: str, job: str, experiment: str
+    ) -> Reply:
+        """Ask a job to stop over MQTT ($state/set disconnected); if the broker is away, through the units' /unit_api as a task."""
         check_topic_names(unit, experiment, job)
         topic = f"pioreactor/{unit}/{experiment}/{job}/$state/set"
         try:
@@ -286,24 +290,25 @@ class UnitJobsApi:
             )
         return Reply({"status": "accepted"}, code=202)
 
-    @route(
-        app,
-        ("/api/units/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/stop/job_name/<job>/experiments/<experiment>"),
-        ["POST", "PATCH"],
-        returns={202: Acknowledged | Accepted},
-        status=202,
-    )
-    async def stop_job(
-        self, request: IRequest, unit: str, job: str, experiment: str
-    ) -> Reply:
-        """Ask a job to stop over MQTT ($state/set disconnected); if the broker is away, through the units' /unit_api as a task."""
-        return await self._stop_job(unit, job, experiment)
-
     # --- settings ------------------------------------------------------------
 
-    async def _update(
-        self, unit: str, job: str, experiment: str, body: JobSettingsChange
+    @route(
+        app,
+        ("/api/units/<unit>/jobs/update/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/update/job_name/<job>/experiments/<experiment>"),
+        ["PATCH"],
+        body=JobSettingsChange,
+        returns=Acknowledged,
+        status=202,
+    )
+    async def update(
+        self,
+        request: IRequest,
+        unit: str,
+        job: str,
+        experiment: str,
+        body: JobSettingsChange,
     ) -> Reply:
+        """Change a job's settings: one MQTT /set message per setting (QoS 1). 503 if the broker does not take them."""
         if not body.settings:
             raise ApiError(
                 400,
@@ -332,25 +337,6 @@ class UnitJobsApi:
                     remediation="Retry once the broker is back.",
                 ) from None
         return Reply({"status": "accepted"}, code=202)
-
-    @route(
-        app,
-        ("/api/units/<unit>/jobs/update/job_name/<job>/experiments/<experiment>", "/api/workers/<unit>/jobs/update/job_name/<job>/experiments/<experiment>"),
-        ["PATCH"],
-        body=JobSettingsChange,
-        returns=Acknowledged,
-        status=202,
-    )
-    async def update(
-        self,
-        request: IRequest,
-        unit: str,
-        job: str,
-        experiment: str,
-        body: JobSettingsChange,
-    ) -> Reply:
-        """Change a job's settings: one MQTT /set message per setting (QoS 1). 503 if the broker does not take them."""
-        return await self._update(unit, job, experiment, body)
 
     @route(
         app,
